@@ -1,0 +1,27 @@
+"""Topic and service names of the dp_ros graph: the one place they are spelled.
+
+Nodes take these as defaults; remap with ROS arguments as usual.
+"""
+
+# camera_node publishes one image topic per camera: CAMERA_IMAGE.format(name=<camera name>)
+CAMERA_IMAGE = "/camera/{name}/image_raw"
+ROBOT_TCP_POSE = "/robot/tcp_pose"          # geometry_msgs/PoseStamped, base frame
+ROBOT_JOINTS = "/robot/joint_states"        # sensor_msgs/JointState
+POLICY_CHUNK = "/policy/action_chunk"       # trajectory_msgs/MultiDOFJointTrajectory, full Tp chunk
+POLICY_REQUEST = "/policy/request"          # std_msgs/Header: scheduler asks for the next chunk
+SERVO_WAYPOINTS = "/servo/waypoints"        # MultiDOFJointTrajectory, future waypoints only
+SERVO_TARGET = "/servo/target_pose"         # PoseStamped: teleop's direct target (streamed)
+SERVO_COMMAND = "/servo/command"            # PoseStamped: what the servo actually commanded (clamped)
+SERVO_HOLD = "/servo/hold"                  # std_srvs/Trigger: stop and hold position
+TELEOP_TWIST = "/spacenav/twist"            # geometry_msgs/Twist, as the ROS spacenav driver
+TELEOP_JOY = "/spacenav/joy"                # sensor_msgs/Joy, as the ROS spacenav driver
+DIAGNOSTICS = "/diagnostics"                # diagnostic_msgs/DiagnosticArray
+
+# Simulated hardware: the sim world node plays the robot and cameras on these topics; the sim
+# backends of camera_node / robot_state_node / ur5_servo_node talk to them, never the other nodes.
+SIM_CAMERA = "/sim/camera/{name}/image"     # sensor_msgs/Image, stamp = render time
+SIM_ROBOT_STATE = "/sim/robot/joint_states" # sensor_msgs/JointState (+ TCP pose in SIM_ROBOT_TCP)
+SIM_ROBOT_TCP = "/sim/robot/tcp_pose"       # geometry_msgs/PoseStamped
+SIM_SERVO = "/sim/robot/servo"              # geometry_msgs/PoseStamped: servoL target
+SIM_TASK_STATE = "/sim/task/state"          # diagnostic_msgs/DiagnosticStatus: coverage, success, ...
+SIM_RESET = "/sim/reset"                    # std_srvs/Trigger: new episode
