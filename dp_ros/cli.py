@@ -1,0 +1,37 @@
+"""`dp-ros <command>`: one entry point for every tool. Each command lives in its own module and is
+imported only when used, so `dp-ros --help` is fast and a missing optional dependency of one tool
+never breaks another."""
+
+import argparse
+import importlib
+import sys
+
+# command -> (module with main(argv), one-line help)
+COMMANDS = {
+    "deploy": ("dp_ros.runner", "run the deploy graph (sim or hardware) without launch_ros"),
+    "record": ("dp_ros.record_runner", "record teleop demonstrations to rosbag2 (MCAP)"),
+    "convert": ("dp_ros.data.convert", "convert recorded bags into a zarr replay buffer"),
+    "train": ("dp_ros.train.cli", "train a policy (same as dp-train)"),
+    "eval": ("dp_ros.evaluate", "closed-loop evaluation in simulation through the deploy graph"),
+    "bench": ("dp_ros.policy.bench", "benchmarks: `dp-ros bench inference --preset paper-real|sim`"),
+    "sanity": ("dp_ros.sanity.cli", "the method's sanity checks: `dp-ros sanity lqr|multimodal`"),
+}
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser = argparse.ArgumentParser(prog="dp-ros", description=__doc__.split("\n")[0])
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+        for name, (_, help_text) in COMMANDS.items():
+            sub.add_parser(name, help=help_text, add_help=False)
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}")
+        parser.print_help()
+        return 0 if argv else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
