@@ -12,7 +12,10 @@ POLICY_REQUEST = "/policy/request"          # std_msgs/Header: scheduler asks fo
 SERVO_WAYPOINTS = "/servo/waypoints"        # MultiDOFJointTrajectory, future waypoints only
 SERVO_TARGET = "/servo/target_pose"         # PoseStamped: teleop's direct target (streamed)
 SERVO_COMMAND = "/servo/command"            # PoseStamped: what the servo actually commanded (clamped)
-SERVO_HOLD = "/servo/hold"                  # std_srvs/Trigger: stop and hold position
+SERVO_ENABLE = "/servo/enable"              # std_srvs/SetBool: false = hold and drop waypoints,
+                                            # true = re-sync to the measured pose and follow again
+SCHEDULER_ENABLE = "/scheduler/enable"      # std_srvs/SetBool: false = stop streaming, drop chunk
+POLICY_HEARTBEAT = "/policy/heartbeat"      # std_msgs/Header at a fixed rate: the policy is alive
 TELEOP_TWIST = "/spacenav/twist"            # geometry_msgs/Twist, as the ROS spacenav driver
 TELEOP_JOY = "/spacenav/joy"                # sensor_msgs/Joy, as the ROS spacenav driver
 DIAGNOSTICS = "/diagnostics"                # diagnostic_msgs/DiagnosticArray

@@ -1,0 +1,117 @@
+"""The deploy and teleop graphs, described once.
+
+launch/deploy.launch.py (full ROS 2 install) and `dp-ros deploy` (pip-only runner) both build
+their processes from `deploy_graph()`, so the two cannot drift apart. ROS-free: it only reads
+YAML and the checkpoint's config.json.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PACKAGE = "dp_ros"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class NodeSpec:
+    executable: str               # console script / `ros2 run dp_ros <executable>`
+    name: str                     # node name = the params-file key
+    overrides: dict = field(default_factory=dict)   # parameters on top of the config file
+
+
+def share_dir() -> Path:
+    """config/, launch/ and models/: from the source tree when run from it, else the ament share."""
+    if (REPO_ROOT / "config" / "deploy.yaml").is_file():
+        return REPO_ROOT
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory(PACKAGE))
+    except Exception:  # noqa: BLE001 - fall back to the source layout for a clear file error later
+        return REPO_ROOT
+
+
+def default_config() -> Path:
+    return share_dir() / "config" / "deploy.yaml"
+
+
+def default_checkpoint() -> Path:
+    return share_dir() / "models" / "reach_image_policy"
+
+
+def load_params(config_file) -> dict:
+    """{node_name: {param: value}} from a ROS 2 parameter file, with a clear error when malformed."""
+    path = Path(config_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    out = {}
+    for node, section in data.items():
+        if not isinstance(section, dict) or "ros__parameters" not in section:
+            raise ValueError(f"{path}: section {node!r} has no 'ros__parameters' mapping")
+        out[node.strip("/")] = dict(section["ros__parameters"] or {})
+    return out
+
+
+def read_checkpoint_config(checkpoint) -> dict:
+    """The policy's config.json (horizons, cameras, control rate) without importing torch."""
+    path = Path(checkpoint) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint has no config.json: {Path(checkpoint)}")
+    return json.loads(path.read_text())
+
+
+def deploy_graph(sim: bool, checkpoint, config_file=None) -> list[NodeSpec]:
+    """Nodes of the deploy graph. In simulation the three hardware nodes use their sim backends
+    and the sim world node plays the robot and cameras."""
+    config_file = Path(config_file or default_config())
+    params = load_params(config_file)
+    ckpt_cfg = read_checkpoint_config(checkpoint)
+    policy_cfg = ckpt_cfg.get("policy", ckpt_cfg)
+    cameras = list(policy_cfg.get("cameras", {}).keys())
+    dt_s = 1.0 / float(policy_cfg["control_frequency_hz"])
+
+    backend = {"backend": "sim"} if sim else {}
+    nodes = [
+        NodeSpec("camera_node", "camera_node", {**backend, **({"camera_names": cameras} if cameras else {})}),
+        NodeSpec("robot_state_node", "robot_state_node", dict(backend)),
+        NodeSpec("policy_node", "policy_node", {"checkpoint": str(Path(checkpoint).resolve())}),
+        NodeSpec("action_scheduler_node", "action_scheduler_node", {
+            "action_horizon": int(policy_cfg["action_horizon"]), "dt_s": dt_s}),
+        NodeSpec("ur5_servo_node", "ur5_servo_node", dict(backend)),
+    ]
+    if sim:
+        sim_over = {}
+        if cameras:
+            h, w = policy_cfg["cameras"][cameras[0]]
+            sim_over = {"camera_names": cameras, "image_height": int(h), "image_width": int(w)}
+        task = ckpt_cfg.get("extra", {}).get("task")
+        if task:
+            sim_over["task"] = task
+        nodes.insert(0, NodeSpec("sim_world_node", "sim_world_node", sim_over))
+    for spec in nodes:
+        if spec.name not in params:
+            raise ValueError(f"{config_file}: no section for node {spec.name!r}")
+    return nodes
+
+
+def write_params_file(path, node_specs: list[NodeSpec]):
+    """The overrides as a second ROS 2 parameter file (loaded after the config file)."""
+    data = {spec.name: {"ros__parameters": spec.overrides} for spec in node_specs if spec.overrides}
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def ros_env(base=None) -> dict:
+    """Environment for child processes with ROS 2 from pip: AMENT_PREFIX_PATH must name the venv."""
+    env = dict(os.environ if base is None else base)
+    import sys
+    prefix = sys.prefix
+    if prefix not in env.get("AMENT_PREFIX_PATH", "").split(":"):
+        env["AMENT_PREFIX_PATH"] = ":".join(p for p in (prefix, env.get("AMENT_PREFIX_PATH")) if p)
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

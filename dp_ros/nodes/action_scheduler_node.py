@@ -1,0 +1,114 @@
+"""action_scheduler_node: keeps the current chunk, streams its first Ta still-future waypoints to
+the servo, and asks the policy for the next chunk early enough that it is planned while the
+current one executes. Stops streaming (the servo then holds) when the policy goes silent."""
+
+from rclpy.node import Node
+from std_msgs.msg import Header
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from dp_ros import topics
+from dp_ros.core.scheduler import ActionScheduler
+from dp_ros.nodes.common import Diagnostics, declare, run
+from dp_ros.nodes.msgs import msg_to_trajectory, ns_to_time, time_to_ns, trajectory_to_msg
+
+PARAMS = {"action_horizon": 8, "dt_s": 0.1, "exec_latency_s": 0.03, "stitch": "blend", "blend_steps": 3,
+          "publish_rate_hz": 20.0, "policy_timeout_s": 0.3, "autostart": True}
+
+
+class ActionSchedulerNode(Node):
+    def __init__(self):
+        super().__init__("action_scheduler_node")
+        self.p = declare(self, PARAMS)
+        self.diag = Diagnostics(self)
+        self.scheduler = self._new_scheduler()
+        self.enabled = bool(self.p["autostart"])
+        self.last_heartbeat_ns = None
+        self.policy_alive = False
+        self.requested_ns = None
+        self.wp_pub = self.create_publisher(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, 10)
+        self.request_pub = self.create_publisher(Header, topics.POLICY_REQUEST, 10)
+        self.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK, self._on_chunk, 10)
+        self.create_subscription(Header, topics.POLICY_HEARTBEAT, self._on_heartbeat, 10)
+        self.create_service(SetBool, topics.SCHEDULER_ENABLE, self._on_enable)
+        self.create_timer(1.0 / self.p["publish_rate_hz"], self._tick)
+        self.create_timer(1.0, self._report)
+
+    def _new_scheduler(self):
+        return ActionScheduler(self.p["action_horizon"], self.p["dt_s"], self.p["exec_latency_s"],
+                               stitch=self.p["stitch"], blend_steps=self.p["blend_steps"])
+
+    def _now(self):
+        return self.get_clock().now().nanoseconds
+
+    def _on_heartbeat(self, msg):
+        self.last_heartbeat_ns = self._now()
+
+    def _on_enable(self, request, response):
+        self.enabled = bool(request.data)
+        self.scheduler = self._new_scheduler()   # a fresh start either way: no stale chunk survives
+        self.requested_ns = None
+        self._publish([], [])
+        response.success = True
+        response.message = "streaming enabled" if self.enabled else "streaming disabled, chunk dropped"
+        return response
+
+    def _on_chunk(self, msg):
+        now = self._now()
+        try:
+            times, poses = msg_to_trajectory(msg)
+        except ValueError as exc:
+            self.get_logger().error(f"malformed chunk dropped: {exc}")
+            return
+        if self.requested_ns is not None:
+            self.scheduler.report_latency((now - self.requested_ns) * 1e-9)
+            self.requested_ns = None
+        if not self.enabled:
+            return
+        if self.scheduler.on_chunk(times, poses, now):
+            self._stream(now)
+        else:
+            self.get_logger().warn(f"chunk rejected: {self.scheduler.last_reject_reason}",
+                                   throttle_duration_sec=1.0)
+
+    def _tick(self):
+        now = self._now()
+        alive = self.last_heartbeat_ns is not None and \
+            (now - self.last_heartbeat_ns) * 1e-9 < self.p["policy_timeout_s"]
+        if self.policy_alive and not alive:
+            self.get_logger().error("policy heartbeat lost: streaming stopped, servo holds")
+            self.scheduler = self._new_scheduler()
+        self.policy_alive = alive
+        if not (self.enabled and alive):
+            self._publish([], [])   # explicit empty stream: the servo holds now, not at its watchdog
+            return
+        if self.requested_ns is not None and (now - self.requested_ns) * 1e-9 > 1.0:
+            self.requested_ns = None   # lost request (policy had no valid observation): ask again
+        if self.requested_ns is None and self.scheduler.needs_inference(now):
+            msg = Header(frame_id="request")
+            msg.stamp = ns_to_time(now)
+            self.request_pub.publish(msg)
+            self.scheduler.mark_requested(now)
+            self.requested_ns = now
+        self._stream(now)
+
+    def _stream(self, now):
+        times, poses = self.scheduler.waypoints(now)
+        self._publish(times, poses)
+
+    def _publish(self, times, poses):
+        self.wp_pub.publish(trajectory_to_msg(times, poses, stamp_ns=times[0] if len(times) else self._now()))
+
+    def _report(self):
+        values = dict(self.scheduler.stats)
+        values.update(enabled=self.enabled, policy_alive=self.policy_alive)
+        self.diag.publish("ok" if self.policy_alive or not self.enabled else "error",
+                          "streaming" if self.enabled and self.policy_alive else "idle", values)
+
+
+def main(args=None):
+    return run(ActionSchedulerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""DiffusionPolicy: observation encoder + noise network + DDPM training / DDIM sampling.
+
+Only the global-conditioning formulation exists here: observations (images and low-dim) are
+encoded once into a condition vector and never diffused, so the encoder runs once per
+predict_action whatever the number of denoising steps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from torch import nn
+
+from .config import PolicyConfig
+from .normalizer import LinearNormalizer
+from .transformer import TransformerForDiffusion
+from .unet import ConditionalUnet1D
+from .vision import ObsEncoder
+
+
+def make_train_scheduler(config: PolicyConfig) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=config.num_train_timesteps,
+                         beta_schedule=config.beta_schedule, variance_type="fixed_small",
+                         clip_sample=config.clip_sample, prediction_type=config.prediction_type)
+
+
+def make_inference_scheduler(config: PolicyConfig) -> DDIMScheduler:
+    # Same betas as training; DDIM lets inference use far fewer steps than training.
+    return DDIMScheduler(num_train_timesteps=config.num_train_timesteps,
+                         beta_schedule=config.beta_schedule, clip_sample=config.clip_sample,
+                         set_alpha_to_one=True, steps_offset=0,
+                         prediction_type=config.prediction_type)
+
+
+class DiffusionPolicy(nn.Module):
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.normalizer = LinearNormalizer()
+        self.obs_encoder = ObsEncoder(config)
+        feat = self.obs_encoder.feature_dim
+        if config.backbone == "unet":
+            self.noise_net = ConditionalUnet1D(
+                input_dim=config.action_dim, global_cond_dim=feat * config.obs_horizon,
+                diffusion_step_embed_dim=config.diffusion_step_embed_dim,
+                down_dims=config.down_dims, kernel_size=config.kernel_size,
+                n_groups=config.n_groups)
+        else:
+            self.noise_net = TransformerForDiffusion(
+                input_dim=config.action_dim, output_dim=config.action_dim,
+                horizon=config.pred_horizon, n_obs_steps=config.obs_horizon, cond_dim=feat,
+                n_layer=config.n_layer, n_head=config.n_head, n_emb=config.n_emb,
+                p_drop_emb=config.p_drop_emb, p_drop_attn=config.p_drop_attn,
+                causal_attn=config.causal_attn, n_cond_layers=config.n_cond_layers)
+        self.train_scheduler = make_train_scheduler(config)
+        self.inference_scheduler = make_inference_scheduler(config)
+
+    # --- helpers --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def set_normalizer(self, normalizer: LinearNormalizer) -> None:
+        """Copy the statistics in (the policy keeps its own module, on its own device)."""
+        needed = ["action", *self.config.lowdim_obs]
+        missing = [k for k in needed if k not in normalizer]
+        if missing:
+            raise ValueError(f"normalizer lacks statistics for {missing}")
+        dims = {"action": self.config.action_dim, **self.config.lowdim_obs}
+        for k in needed:
+            if normalizer.dim(k) != dims[k]:
+                raise ValueError(f"normalizer: {k!r} has {normalizer.dim(k)} dims, "
+                                 f"config gives {dims[k]}")
+        fresh = LinearNormalizer()
+        fresh.load_state_dict(normalizer.state_dict())
+        self.normalizer.stats = fresh.stats.to(self.device)
+
+    def _check_normalizer(self) -> None:
+        missing = [k for k in ["action", *self.config.lowdim_obs] if k not in self.normalizer]
+        if missing:
+            raise RuntimeError(f"policy normalizer has no statistics for {missing}; "
+                               f"call set_normalizer() first")
+
+    def _to_device(self, obs: dict) -> dict:
+        dev = self.device
+        keys = self.config.obs_keys
+        missing = [k for k in keys if k not in obs]
+        if missing:
+            raise KeyError(f"observation keys {missing} missing (got {sorted(obs)})")
+        return {k: torch.as_tensor(obs[k]).to(dev) for k in keys}
+
+    def encode_obs(self, obs: dict, latest: bool) -> torch.Tensor:
+        """Normalise and encode the obs window -> (B, To, F). latest: use the last To steps
+        (inference); else the first To (training samples whose window starts To-1 steps back)."""
+        self._check_normalizer()
+        obs = self.normalizer.normalize(self._to_device(obs))
+        To = self.config.obs_horizon
+        lead = {k: tuple(v.shape[:2]) for k, v in obs.items()}
+        if any(v.ndim < 3 for v in obs.values()) or len(set(lead.values())) != 1:
+            raise ValueError(f"observations must all be (B, T, ...) with the same B and T, "
+                             f"got {lead}")
+        T = next(iter(lead.values()))[1]
+        if T < To:
+            raise ValueError(f"observations need {To} time steps (obs_horizon), got {T}")
+        obs = {k: (v[:, -To:] if latest else v[:, :To]) for k, v in obs.items()}
+        return self.obs_encoder(obs)
+
+    def _denoise(self, noisy, t, cond):
+        if self.config.backbone == "unet":
+            return self.noise_net(noisy, t, global_cond=cond.flatten(1))
+        return self.noise_net(noisy, t, cond)
+
+    # --- training -------------------------------------------------------------------------
+    def compute_loss(self, batch: dict) -> torch.Tensor:
+        """batch = {"obs": {name: (B, >=To, ...)}, "action": (B, Tp, Da) unnormalised}
+        -> scalar MSE between the sampled noise and its prediction."""
+        cfg = self.config
+        action = torch.as_tensor(batch["action"]).to(self.device, self.dtype)
+        if action.ndim != 3 or action.shape[1:] != (cfg.pred_horizon, cfg.action_dim):
+            raise ValueError(f"batch['action'] must be (B, {cfg.pred_horizon}, {cfg.action_dim})"
+                             f", got {tuple(action.shape)}")
+        cond = self.encode_obs(batch["obs"], latest=False)
+        naction = self.normalizer.normalize(action, "action")
+        noise = torch.randn_like(naction)
+        t = torch.randint(0, cfg.num_train_timesteps, (naction.shape[0],), device=self.device)
+        noisy = self.train_scheduler.add_noise(naction, noise, t)
+        pred = self._denoise(noisy, t, cond)
+        target = noise if cfg.prediction_type == "epsilon" else naction
+        return F.mse_loss(pred, target)
+
+    # --- inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_action(self, obs: dict, generator: torch.Generator | None = None,
+                       num_inference_steps: int | None = None) -> dict[str, torch.Tensor]:
+        """obs: {name: (B, To, ...)} (the last To steps are used) ->
+        {"action_pred": (B, Tp, Da), "action": (B, Ta, Da)}, unnormalised. "action" starts at
+        the latest observation step: action_pred[:, To-1 : To-1+Ta]."""
+        cfg = self.config
+        cond = self.encode_obs(obs, latest=True)  # once, reused by every denoising step
+        B = cond.shape[0]
+        shape = (B, cfg.pred_horizon, cfg.action_dim)
+        gen_dev = generator.device if generator is not None else self.device
+        x = torch.randn(shape, generator=generator, device=gen_dev, dtype=cond.dtype)
+        x = x.to(self.device)
+        sched = self.inference_scheduler
+        sched.set_timesteps(num_inference_steps or cfg.num_inference_steps, device=self.device)
+        for t in sched.timesteps:
+            out = self._denoise(x, t, cond)
+            x = sched.step(out, t, x, generator=generator).prev_sample
+        action_pred = self.normalizer.unnormalize(x, "action")
+        start = cfg.obs_horizon - 1
+        return {"action_pred": action_pred,
+                "action": action_pred[:, start:start + cfg.action_horizon]}

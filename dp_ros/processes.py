@@ -1,0 +1,90 @@
+"""Start and stop the graph's nodes as separate processes (the pip-only stand-in for launch_ros)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dp_ros.graph import NodeSpec, ros_env, write_params_file
+
+
+def executable(name: str) -> str:
+    """The node's console script: next to this Python first (the venv), then PATH."""
+    here = Path(sys.executable).parent / name
+    if here.is_file():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"node executable {name!r} not found (is dp_ros installed?)")
+    return found
+
+
+class NodeProcesses:
+    """One process per node, each with the config file and the graph's overrides as ROS
+    parameter files, output to <log_dir>/<node>.log."""
+
+    def __init__(self, specs: list[NodeSpec], config_file, log_dir, env=None):
+        self.specs = specs
+        self.config_file = Path(config_file)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = ros_env(env)
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self):
+        overrides = write_params_file(self.log_dir / "overrides.yaml", self.specs)
+        for spec in self.specs:
+            cmd = [executable(spec.executable), "--ros-args", "-r", f"__node:={spec.name}",
+                   "--params-file", str(self.config_file), "--params-file", str(overrides)]
+            log = open(self.log_dir / f"{spec.name}.log", "wb")
+            # Own session: a Ctrl-C in the terminal reaches the runner, which stops nodes in order.
+            self.procs[spec.name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                     env=self.env, start_new_session=True)
+            log.close()
+        return self
+
+    def dead(self) -> dict[str, int]:
+        return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.is_file():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self, name: str):
+        self.procs[name].send_signal(signal.SIGKILL)
+
+    def stop(self, timeout_s: float = 5.0):
+        # The servo last: it holds the arm while everything upstream goes away.
+        order = sorted(self.procs, key=lambda n: n == "ur5_servo_node")
+        for name in order:
+            p = self.procs[name]
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout_s
+        for name in order:
+            p = self.procs[name]
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def stop_on_signals():
+    """SIGTERM -> KeyboardInterrupt in the main thread, so one cleanup path handles both."""
+    def handler(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+    if os.name == "posix":
+        signal.signal(signal.SIGHUP, handler)

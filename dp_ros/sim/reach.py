@@ -1,0 +1,141 @@
+"""Reach: move the pusher onto a coloured target disc and hold it there.
+
+A deliberately easy visuomotor task (the target is visible only in the image) that a small image
+policy trained on a CPU can solve; it shares Push-T's interface and task coordinates (512x512
+units, x right, y down) so the world, nodes and evaluation treat both alike.
+"""
+
+import cv2
+import numpy as np
+
+from .pusht import TASK_SIZE
+
+# Colours (RGB) chosen to match gym-pusht's look: white floor, RoyalBlue pusher.
+_BACKGROUND = (255, 255, 255)
+_WALL = (211, 211, 211)
+_PUSHER = (65, 105, 225)
+_PUSHER_INNER = (78, 126, 255)
+_TARGET = (220, 40, 40)
+
+
+class ReachTask:
+    """Target disc at a random place; success once the pusher stays within `success_radius` of
+    the target centre for `hold_time_s` (latched until the next reset).
+
+    `coverage` is a dense progress score: 1 - distance / (size / 2), clipped to [0, 1].
+    """
+
+    size = TASK_SIZE
+
+    def __init__(self, target_radius=24.0, success_radius=None, hold_time_s=0.5, margin=60.0,
+                 min_start_distance=120.0, pusher_tracking="pd", physics_dt=0.01):
+        if pusher_tracking not in ("pd", "kinematic"):
+            raise ValueError(f"pusher_tracking must be 'pd' or 'kinematic', got {pusher_tracking!r}")
+        self.target_radius = float(target_radius)
+        self.success_radius = float(target_radius if success_radius is None else success_radius)
+        self.hold_time_s = float(hold_time_s)
+        self.margin = float(margin)
+        self.min_start_distance = float(min_start_distance)
+        self.pusher_tracking = pusher_tracking
+        self.physics_dt = float(physics_dt)
+        self.agent_radius = 15.0
+        self.k_p, self.k_v = 100.0, 20.0  # gym-pusht's pusher PD gains
+        self._rng = np.random.default_rng(0)
+        self._cache = {}
+        self.reset(0)
+
+    def reset(self, seed=None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        lo, hi = self.margin, self.size - self.margin
+        self._agent = self._rng.uniform(lo, hi, 2)
+        # Redraw until the target is a real reach away from the start (bounded: the box is big).
+        for _ in range(100):
+            self._target = self._rng.uniform(lo, hi, 2)
+            if np.linalg.norm(self._target - self._agent) >= self.min_start_distance:
+                break
+        self._vel = np.zeros(2)
+        self._hold_s = 0.0
+        self._success = False
+        self.time_s = 0.0
+        self._cache.clear()
+
+    def set_state(self, agent_xy, target_xy=None):
+        self._agent = np.asarray(agent_xy, dtype=float).copy()
+        self._vel = np.zeros(2)
+        if target_xy is not None:
+            self._target = np.asarray(target_xy, dtype=float).copy()
+        self._hold_s = 0.0
+        self._success = False
+        self._cache.clear()
+
+    def step(self, pusher_xy, dt_s):
+        dt_s = float(dt_s)
+        if dt_s <= 0:
+            return
+        n = max(1, int(np.ceil(dt_s / self.physics_dt - 1e-9)))
+        h = dt_s / n
+        target = np.asarray(pusher_xy, dtype=float)
+        for _ in range(n):
+            if self.pusher_tracking == "pd":
+                self._vel = self._vel + (self.k_p * (target - self._agent) - self.k_v * self._vel) * h
+            else:
+                self._vel = (target - self._agent) / h
+            self._agent = self._agent + self._vel * h
+            # Hold timer advances per substep so success does not depend on the caller's dt.
+            if self.distance <= self.success_radius:
+                self._hold_s += h
+                if self._hold_s >= self.hold_time_s - 1e-9:
+                    self._success = True
+            else:
+                self._hold_s = 0.0
+        self.time_s += dt_s
+        self._cache.clear()
+
+    @property
+    def distance(self):
+        return float(np.linalg.norm(self._agent - self._target))
+
+    @property
+    def coverage(self):
+        return float(np.clip(1.0 - self.distance / (0.5 * self.size), 0.0, 1.0))
+
+    @property
+    def success(self):
+        return self._success
+
+    @property
+    def hold_s(self):
+        return self._hold_s
+
+    @property
+    def target_xy(self):
+        return self._target.copy()
+
+    @property
+    def agent_xy(self):
+        return self._agent.copy()
+
+    def render_full(self):
+        """512x512 RGB top-down view; cached until the state changes."""
+        if "full" not in self._cache:
+            img = np.full((self.size, self.size, 3), _BACKGROUND, np.uint8)
+            cv2.rectangle(img, (5, 5), (506, 506), _WALL, 4)
+            # 4-bit sub-pixel shift keeps the drawn discs at their true float positions.
+            sh = 4
+
+            def pt(p):
+                return (int(round(p[0] * 16)), int(round(p[1] * 16)))
+
+            cv2.circle(img, pt(self._target), int(self.target_radius * 16), _TARGET, -1, cv2.LINE_AA, sh)
+            cv2.circle(img, pt(self._agent), int(self.agent_radius * 16), _PUSHER, -1, cv2.LINE_AA, sh)
+            cv2.circle(img, pt(self._agent), int((self.agent_radius - 4) * 16), _PUSHER_INNER, -1, cv2.LINE_AA, sh)
+            self._cache["full"] = img
+        return self._cache["full"]
+
+    def render(self, size=(96, 96)):
+        h, w = int(size[0]), int(size[1])
+        full = self.render_full()
+        if (h, w) == full.shape[:2]:
+            return full.copy()
+        return cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
