@@ -138,6 +138,12 @@ class PolicyConfig:
                     need(self.crop[0] <= hw[0] and self.crop[1] <= hw[1],
                          f"crop {self.crop} is larger than camera {n!r} image {hw}")
         need(self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.pooling == "spatial_softmax":
+            # ResNet-18 downsamples by 32: a 1-cell feature map has no position to report.
+            for n, hw in self.image_shape.items():
+                need(len(hw) != 2 or min(hw) > 32,
+                     f"camera {n!r}: image {hw} (after crop) gives a 1-cell ResNet feature map; "
+                     f"spatial_softmax needs both sides > 32 pixels")
         need(self.num_keypoints >= 1, "num_keypoints must be >= 1")
         need(self.image_feature_dim >= 1, "image_feature_dim must be >= 1")
         need(self.backbone in BACKBONES,

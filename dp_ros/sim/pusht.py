@@ -66,19 +66,25 @@ class PushTTask:
         self.reset(0)
 
     # -- state -------------------------------------------------------------------------------
-    def reset(self, seed=None):
-        """Random agent position and block pose drawn by gym-pusht's own seeded RNG."""
+    def reset(self, seed=None, agent_xy=None):
+        """Random agent position and block pose drawn by gym-pusht's own seeded RNG; agent_xy,
+        if given, overrides the agent's start (e.g. the robot's home)."""
         self._env.reset(seed=seed)
+        if agent_xy is not None:
+            self._env.agent.position = (float(agent_xy[0]), float(agent_xy[1]))
+            self._env.agent.velocity = (0.0, 0.0)
         self.time_s = 0.0
         self._touch()
 
     def set_state(self, agent_xy, block_pose):
-        """Place the agent at (x, y) and the block at (x, y, theta), at rest."""
+        """Place the agent at (x, y) and the block at (x, y, theta), at rest, exactly: block_pose
+        reads back what was set. (gym-pusht's reset_to_state sets the angle after the position,
+        and pymunk rotates about the centre of gravity, so its legacy states come out shifted.)"""
         env = self._env
         env.agent.position = (float(agent_xy[0]), float(agent_xy[1]))
         env.agent.velocity = (0.0, 0.0)
-        env.block.position = (float(block_pose[0]), float(block_pose[1]))
         env.block.angle = float(block_pose[2])
+        env.block.position = (float(block_pose[0]), float(block_pose[1]))
         env.block.velocity = (0.0, 0.0)
         env.block.angular_velocity = 0.0
         env.space.reindex_shapes_for_body(env.agent)
@@ -155,3 +161,13 @@ class PushTTask:
         if (h, w) == full.shape[:2]:
             return full.copy()
         return cv2.resize(full, (w, h))
+
+    def render_window(self, center_xy, extent, size=(96, 96)):
+        """A square window of the plane, `extent` units wide, centred on center_xy, cut from the
+        512x512 view (white beyond the plane's edge)."""
+        h, w = int(size[0]), int(size[1])
+        cx, cy = float(center_xy[0]), float(center_xy[1])
+        sx, sy = w / extent, h / extent
+        M = np.array([[sx, 0.0, -(cx - extent / 2) * sx], [0.0, sy, -(cy - extent / 2) * sy]])
+        return cv2.warpAffine(self.render_full(), M, (w, h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))

@@ -44,11 +44,13 @@ class ReachTask:
         self._cache = {}
         self.reset(0)
 
-    def reset(self, seed=None):
+    def reset(self, seed=None, agent_xy=None):
+        """New target (and agent start unless agent_xy is given), from the seeded RNG."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         lo, hi = self.margin, self.size - self.margin
-        self._agent = self._rng.uniform(lo, hi, 2)
+        start = self._rng.uniform(lo, hi, 2)  # always drawn: same target per seed either way
+        self._agent = start if agent_xy is None else np.asarray(agent_xy, dtype=float).copy()
         # Redraw until the target is a real reach away from the start (bounded: the box is big).
         for _ in range(100):
             self._target = self._rng.uniform(lo, hi, 2)
@@ -116,26 +118,37 @@ class ReachTask:
     def agent_xy(self):
         return self._agent.copy()
 
+    def _draw(self, h, w, origin=(0.0, 0.0), extent=TASK_SIZE):
+        """Draw the square task window [origin, origin + extent] into an h x w image."""
+        ox, oy = float(origin[0]), float(origin[1])
+        sx, sy = w / float(extent), h / float(extent)
+        img = np.full((h, w, 3), _BACKGROUND, np.uint8)
+        sh = 4  # 4 fractional bits: discs land at their true sub-pixel positions
+
+        def pt(p):
+            return (int(round((p[0] - ox) * sx * 16)), int(round((p[1] - oy) * sy * 16)))
+
+        def rad(r):
+            return max(1, int(round(r * min(sx, sy) * 16)))
+
+        wall = max(1, int(round(4 * min(sx, sy))))
+        cv2.rectangle(img, pt((5, 5)), pt((506, 506)), _WALL, wall, cv2.LINE_AA, sh)
+        cv2.circle(img, pt(self._target), rad(self.target_radius), _TARGET, -1, cv2.LINE_AA, sh)
+        cv2.circle(img, pt(self._agent), rad(self.agent_radius), _PUSHER, -1, cv2.LINE_AA, sh)
+        cv2.circle(img, pt(self._agent), rad(self.agent_radius - 4), _PUSHER_INNER, -1, cv2.LINE_AA, sh)
+        return img
+
     def render_full(self):
         """512x512 RGB top-down view; cached until the state changes."""
         if "full" not in self._cache:
-            img = np.full((self.size, self.size, 3), _BACKGROUND, np.uint8)
-            cv2.rectangle(img, (5, 5), (506, 506), _WALL, 4)
-            # 4-bit sub-pixel shift keeps the drawn discs at their true float positions.
-            sh = 4
-
-            def pt(p):
-                return (int(round(p[0] * 16)), int(round(p[1] * 16)))
-
-            cv2.circle(img, pt(self._target), int(self.target_radius * 16), _TARGET, -1, cv2.LINE_AA, sh)
-            cv2.circle(img, pt(self._agent), int(self.agent_radius * 16), _PUSHER, -1, cv2.LINE_AA, sh)
-            cv2.circle(img, pt(self._agent), int((self.agent_radius - 4) * 16), _PUSHER_INNER, -1, cv2.LINE_AA, sh)
-            self._cache["full"] = img
+            self._cache["full"] = self._draw(self.size, self.size)
         return self._cache["full"]
 
     def render(self, size=(96, 96)):
-        h, w = int(size[0]), int(size[1])
-        full = self.render_full()
-        if (h, w) == full.shape[:2]:
-            return full.copy()
-        return cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
+        """Top-down view drawn directly at size=(H, W) (anti-aliased; no 512 intermediate)."""
+        return self._draw(int(size[0]), int(size[1]))
+
+    def render_window(self, center_xy, extent, size=(96, 96)):
+        """A square window of the plane, `extent` units wide, centred on center_xy."""
+        c = np.asarray(center_xy, dtype=float)
+        return self._draw(int(size[0]), int(size[1]), c - extent / 2.0, extent)

@@ -14,8 +14,9 @@ D = np.array([0.089159, 0.0, 0.0, 0.10915, 0.09465, 0.0823])
 A = np.array([0.0, -0.425, -0.39225, 0.0, 0.0, 0.0])
 ALPHA = np.array([np.pi / 2, 0.0, 0.0, np.pi / 2, -np.pi / 2, 0.0])
 
-# A common "home" with the tool pointing straight down, elbow up: used to pick IK branches.
-HOME_Q = np.array([0.0, -np.pi / 2, np.pi / 2, -np.pi / 2, -np.pi / 2, 0.0])
+# Elbow-up, tool-down "home" with the base turned to face +x (where the default task workspace
+# lies; with base 0 the UR5 reaches towards -x). Used to pick IK branches.
+HOME_Q = np.array([np.pi, -np.pi / 2, np.pi / 2, -np.pi / 2, -np.pi / 2, 0.0])
 
 
 def _dh(i, theta):
@@ -29,6 +30,15 @@ def _dh(i, theta):
             [0.0, 0.0, 0.0, 1.0],
         ]
     )
+
+
+def _inv(T):
+    """Inverse of a rigid transform (cheaper and exacter than a general inverse)."""
+    R, p = T[:3, :3], T[:3, 3]
+    out = np.eye(4)
+    out[:3, :3] = R.T
+    out[:3, 3] = -R.T @ p
+    return out
 
 
 def fk(q):
@@ -59,7 +69,7 @@ def ik(T, q6_default=0.0):
         return np.zeros((0, 6))
     phi = np.arctan2(p05[1], p05[0])
     psi = np.arccos(np.clip(d4 / r, -1.0, 1.0))
-    T60 = np.linalg.inv(T)
+    T60 = _inv(T)
     for s1 in (1.0, -1.0):
         q1 = phi + s1 * psi + np.pi / 2
         c5 = (T[0, 3] * np.sin(q1) - T[1, 3] * np.cos(q1) - d4) / d6
@@ -77,7 +87,7 @@ def ik(T, q6_default=0.0):
                     (T60[0, 0] * np.sin(q1) - T60[0, 1] * np.cos(q1)) / sin5,
                 )
             T01, T45, T56 = _dh(0, q1), _dh(4, q5), _dh(5, q6)
-            T14 = np.linalg.inv(T01) @ T @ np.linalg.inv(T45 @ T56)
+            T14 = _inv(T01) @ T @ _inv(T45 @ T56)
             # Joints 2-4 are parallel: a planar 2-link arm in frame 1's x-y plane.
             px, py = T14[0, 3], T14[1, 3]
             L2 = px * px + py * py
@@ -87,7 +97,7 @@ def ik(T, q6_default=0.0):
             for s3 in (1.0, -1.0):
                 q3 = s3 * np.arccos(np.clip(c3, -1.0, 1.0))
                 q2 = np.arctan2(py, px) - np.arctan2(a3 * np.sin(q3), a2 + a3 * np.cos(q3))
-                T34 = np.linalg.inv(_dh(1, q2) @ _dh(2, q3)) @ T14
+                T34 = _inv(_dh(1, q2) @ _dh(2, q3)) @ T14
                 q4 = np.arctan2(T34[1, 0], T34[0, 0])
                 sols.append(_wrap(np.array([q1, q2, q3, q4, q5, q6])))
     return np.array(sols).reshape(-1, 6)
@@ -101,12 +111,11 @@ def ik_nearest(T, q_ref, tol=1e-6):
     """
     q_ref = np.asarray(q_ref, dtype=float)
     sols = ik(T, q6_default=q_ref[5])
-    best, best_cost = None, np.inf
-    for q in sols:
-        q = q_ref + _wrap(q - q_ref)
-        if np.abs(fk(q) - T).max() > tol:
-            continue
-        cost = float(np.sum((q - q_ref) ** 2))
-        if cost < best_cost:
-            best, best_cost = q, cost
-    return best
+    if len(sols) == 0:
+        return None
+    sols = q_ref + _wrap(sols - q_ref)
+    # Verify in order of closeness; usually only the first needs a forward-kinematics check.
+    for i in np.argsort(np.sum((sols - q_ref) ** 2, axis=1)):
+        if np.abs(fk(sols[i]) - T).max() <= tol:
+            return sols[i]
+    return None

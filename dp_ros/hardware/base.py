@@ -1,0 +1,104 @@
+"""Small hardware interfaces: the nodes code against these, real and scripted backends fill them.
+
+Poses are numpy (7,) [x, y, z, qx, qy, qz, qw] in the robot base frame, metres. Each backend's
+docstring states which clock its times are in.
+"""
+
+import abc
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    capture_time_s: float  # seconds, clock stated by the backend
+    image: np.ndarray  # uint8 HxWx3 RGB
+    frame_number: int
+
+
+@dataclass
+class CameraStats:
+    frames: int = 0  # frames delivered by read()
+    dropped: int = 0  # frames the device produced that never reached read() (frame-number gaps)
+
+    # Also readable as a mapping (stats["frames"], stats.items()) for diagnostics code.
+    def keys(self):
+        return ("frames", "dropped")
+
+    def __getitem__(self, key):
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def items(self):
+        return [(k, self[k]) for k in self.keys()]
+
+
+@dataclass
+class RobotStateSample:
+    time_s: float  # seconds, clock stated by the backend
+    tcp_pose: np.ndarray  # (7,)
+    joints: np.ndarray  # (6,) radians
+    robot_time_s: Optional[float] = None  # the controller's own timestamp, when it has one
+
+
+@dataclass
+class SpaceMouseEvent:
+    translation: np.ndarray  # (3,) in [-1, 1]
+    rotation: np.ndarray  # (3,) in [-1, 1]
+    buttons: tuple = ()  # tuple[bool, ...], True = pressed
+    time_s: float = field(default=0.0)  # time.monotonic() when the event was read
+
+
+class CameraBackend(abc.ABC):
+    @abc.abstractmethod
+    def start(self):
+        """Open the device and start streaming."""
+
+    @abc.abstractmethod
+    def read(self, timeout_s: float) -> Optional[Frame]:
+        """The next frame, or None if none arrived within timeout_s."""
+
+    @abc.abstractmethod
+    def stop(self):
+        """Stop streaming and release the device (idempotent)."""
+
+    @property
+    @abc.abstractmethod
+    def stats(self) -> CameraStats:
+        ...
+
+
+class RobotReceiveBackend(abc.ABC):
+    @abc.abstractmethod
+    def read(self) -> RobotStateSample:
+        """The latest robot state."""
+
+    def close(self):
+        """Release the connection (idempotent)."""
+
+
+class RobotControlBackend(abc.ABC):
+    @abc.abstractmethod
+    def servo(self, pose: np.ndarray, dt_s: float):
+        """Command one servo step towards pose, meant to last dt_s seconds."""
+
+    @abc.abstractmethod
+    def hold(self):
+        """Leave servo mode and decelerate to a standstill; servo() may resume later."""
+
+    @abc.abstractmethod
+    def stop(self):
+        """Hold, then shut the control connection down (idempotent)."""
+
+
+class SpaceMouseBackend(abc.ABC):
+    @abc.abstractmethod
+    def read(self, timeout_s: float) -> Optional[SpaceMouseEvent]:
+        """The next event (motion or button), or None if none within timeout_s."""
+
+    @abc.abstractmethod
+    def close(self):
+        """Release the device (idempotent)."""
