@@ -70,7 +70,7 @@ def deploy_graph(sim: bool, checkpoint, config_file=None) -> list[NodeSpec]:
     config_file = Path(config_file or default_config())
     params = load_params(config_file)
     ckpt_cfg = read_checkpoint_config(checkpoint)
-    policy_cfg = ckpt_cfg.get("policy", ckpt_cfg)
+    policy_cfg = ckpt_cfg["policy_config"]
     cameras = list(policy_cfg.get("cameras", {}).keys())
     dt_s = 1.0 / float(policy_cfg["control_frequency_hz"])
 
@@ -98,10 +98,17 @@ def deploy_graph(sim: bool, checkpoint, config_file=None) -> list[NodeSpec]:
     return nodes
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """rcl's parameter-file parser refuses YAML anchors/aliases: write shared values out in full."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
 def write_params_file(path, node_specs: list[NodeSpec]):
     """The overrides as a second ROS 2 parameter file (loaded after the config file)."""
     data = {spec.name: {"ros__parameters": spec.overrides} for spec in node_specs if spec.overrides}
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    Path(path).write_text(yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False))
     return path
 
 

@@ -84,45 +84,54 @@ def joint_msg(q, stamp_ns) -> JointState:
 
 
 def record_episode(root, name, *, start_ns=T0, duration_s=3.0, cam_hz=30.0, state_hz=125.0,
-                   target_hz=50.0, hw=(48, 64), seed=0, skip_topics=(), drop_frames=(),
+                   target_hz=50.0, hw=(48, 64), seed=0, skip_topics=(), drop=None,
                    metadata=None, close=True, success=True):
-    """Write one episode; returns (path or writer, truth dict of stamps/values per topic)."""
+    """Write one episode; returns (path or writer, truth). truth[topic] holds stamps/values in
+    stamp order (camera: frame indices), truth["log_order"][topic] the same in receive order."""
     rng = np.random.default_rng(seed)
+    drop = drop or {}          # {topic: sample indices left out (dropped frames, state gaps)}
     truth = {}
-    msgs = []      # (log_ns, topic, cdr)
+    msgs = []      # (log_ns, topic, cdr, stamp_ns, value or frame index)
     lat = lambda n: (rng.uniform(2, 15, n) * 1e6).astype(np.int64)  # noqa: E731
 
     if CAM_TOPIC not in skip_topics:
         st = _times(rng, start_ns, duration_s, cam_hz, 3.0)
-        keep = np.array([i not in drop_frames for i in range(len(st))])
+        keep = np.array([i not in drop.get(CAM_TOPIC, ()) for i in range(len(st))])
         idx = np.arange(len(st))[keep]
         st = st[keep]
         truth[CAM_TOPIC] = {"stamp": st, "index": idx}
         for i, s, lg in zip(idx, st, st + lat(len(st))):
-            msgs.append((lg, CAM_TOPIC, serialize_message(image_to_msg(frame(i, hw), s, "top"))))
+            msgs.append((lg, CAM_TOPIC, serialize_message(image_to_msg(frame(i, hw), s, "top")),
+                         s, i))
     for topic, fn in ((TCP_TOPIC, tcp_at), (JOINT_TOPIC, joints_at)):
         if topic in skip_topics:
             continue
         st = _times(rng, start_ns, duration_s, state_hz, 1.0)
+        st = np.delete(st, list(drop.get(topic, ())))
         vals = fn(st)
         truth[topic] = {"stamp": st, "value": vals}
         for s, lg, v in zip(st, st + lat(len(st)), vals):
             m = pose_to_msg(v, s) if topic == TCP_TOPIC else joint_msg(v, s)
-            msgs.append((lg, topic, serialize_message(m)))
+            msgs.append((lg, topic, serialize_message(m), s, v))
     if TARGET_TOPIC not in skip_topics:
         st = _times(rng, start_ns, duration_s, target_hz, 2.0)
         vals = np.stack([target_at(k) for k in range(len(st))])
         truth[TARGET_TOPIC] = {"stamp": st, "value": vals}
         for s, lg, v in zip(st, st + lat(len(st)), vals):
-            msgs.append((lg, TARGET_TOPIC, serialize_message(pose_to_msg(v, s))))
+            msgs.append((lg, TARGET_TOPIC, serialize_message(pose_to_msg(v, s)), s, v))
     msgs.sort(key=lambda m: m[0])
     topics = {t: ty for t, ty in TOPICS.items() if t not in skip_topics}
     meta = {"task": "reach", "operator": "test", "config": {"cam_hz": cam_hz}}
     meta.update(metadata or {})
     w = EpisodeBagWriter(root, name, topics, meta)
-    for lg, topic, cdr in msgs:
+    for lg, topic, cdr, _, _ in msgs:
         w.write(topic, lg, cdr)
+    # What a reader returns: messages in log (receive) order, which latency jitter can make
+    # differ from stamp order.
     truth["log"] = {t: np.array([m[0] for m in msgs if m[1] == t]) for t in topics}
+    truth["log_order"] = {t: {"stamp": np.array([m[3] for m in msgs if m[1] == t]),
+                              "value": np.array([m[4] for m in msgs if m[1] == t])}
+                          for t in topics}
     truth["count"] = {t: sum(1 for m in msgs if m[1] == t) for t in topics}
     if not close:
         return w, truth

@@ -101,7 +101,7 @@ def graph_run(tmp_path_factory):
 
 def test_chunks_carry_absolute_times_on_the_control_grid(graph_run):
     from dp_ros.graph import read_checkpoint_config
-    cfg = read_checkpoint_config(graph_run["ckpt"])["policy"]
+    cfg = read_checkpoint_config(graph_run["ckpt"])["policy_config"]
     dt_ns = 1e9 / cfg["control_frequency_hz"]
     chunks = [c for c in graph_run["rec"].chunks if c[0] < graph_run["t_kill"]]
     assert len(chunks) >= 5

@@ -145,6 +145,28 @@ def _stamp_ns(msg) -> int:
     return int(s.sec) * 1_000_000_000 + int(s.nanosec)
 
 
+def _deserialize(reader, rawdata, msgtype: str):
+    """AnyReader.deserialize, tolerating extra bytes after a complete message.
+
+    rosbags rejects more than 3 trailing bytes; rclpy's serialize_message (Kilted, Fast DDS)
+    reports an over-estimated length for e.g. JointState with empty trailing sequences, so bags
+    written from it carry a few stray bytes that rosbag2 itself and the mcap decoder ignore.
+    Raw subscriptions deliver exact lengths; this fallback only matters for such bags.
+    """
+    from rosbags.highlevel import AnyReaderError
+
+    try:
+        return reader.deserialize(rawdata, msgtype)
+    except AnyReaderError as exc:
+        if "size mismatch" not in str(exc) or bytes(rawdata[:2]) not in (b"\x00\x00",
+                                                                          b"\x00\x01"):
+            raise
+    store = reader.typestore
+    msgdef = store.get_msgdef(msgtype)
+    func = msgdef.deserialize_cdr_le if rawdata[1] else msgdef.deserialize_cdr_be
+    return func(rawdata[4:], 0, msgdef.cls, store)[0]
+
+
 def _image_rgb(msg) -> np.ndarray:
     if msg.encoding not in ("rgb8", "bgr8"):
         raise ValueError(f"unsupported image encoding {msg.encoding!r} (expected rgb8 or bgr8)")
@@ -184,7 +206,7 @@ def read_episode(bag_dir, topics: Iterable[str] | None = None, required: Iterabl
             conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
             msgtypes = {c.topic: c.msgtype for c in conns}
             for conn, log_ns, rawdata in reader.messages(connections=conns):
-                msg = reader.deserialize(rawdata, conn.msgtype)
+                msg = _deserialize(reader, rawdata, conn.msgtype)
                 if conn.topic == METADATA_TOPIC:
                     meta_msgs.append(msg.data)
                     continue

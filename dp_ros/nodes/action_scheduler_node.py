@@ -12,14 +12,14 @@ from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_trajectory, ns_to_time, time_to_ns, trajectory_to_msg
 
-PARAMS = {"action_horizon": 8, "dt_s": 0.1, "exec_latency_s": 0.03, "stitch": "blend", "blend_steps": 3,
-          "publish_rate_hz": 20.0, "policy_timeout_s": 0.3, "autostart": True}
+# always set by the graph from the checkpoint
+FROM_CHECKPOINT = {"action_horizon": 8, "dt_s": 0.1}
 
 
 class ActionSchedulerNode(Node):
     def __init__(self):
         super().__init__("action_scheduler_node")
-        self.p = declare(self, PARAMS)
+        self.p = declare(self, "action_scheduler_node", FROM_CHECKPOINT)
         self.diag = Diagnostics(self)
         self.scheduler = self._new_scheduler()
         self.enabled = bool(self.p["autostart"])

@@ -10,9 +10,6 @@ from dp_ros import topics
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import image_to_msg
 
-PARAMS = {"backend": "realsense", "camera_names": ["top"], "serials": [""], "width": 320, "height": 240,
-          "fps": 30}
-
 
 def make_backend(node, p, index, name):
     if p["backend"] == "sim":
@@ -28,7 +25,7 @@ def make_backend(node, p, index, name):
 class CameraNode(Node):
     def __init__(self):
         super().__init__("camera_node")
-        self.p = declare(self, PARAMS)
+        self.p = declare(self, "camera_node")
         self.diag = Diagnostics(self)
         self._running = True
         self.cameras = []

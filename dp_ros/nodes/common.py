@@ -9,12 +9,19 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.node import Node
 
 from dp_ros import topics
+from dp_ros.graph import default_config, load_params
 
 DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
 
-def declare(node: Node, defaults: dict) -> dict:
-    """Declare every parameter with its default and return their values as a plain dict."""
+def declare(node: Node, section: str, extra: dict | None = None) -> dict:
+    """Declare the node's parameters and return their values as a plain dict.
+
+    Defaults come from the shipped config/deploy.yaml section `section` (the one place the
+    values are written), plus `extra` for values the graph always supplies (e.g. from the
+    checkpoint). A params file given at start-up overrides both, as usual in ROS."""
+    defaults = dict(load_params(default_config()).get(section, {}))
+    defaults.update(extra or {})
     out = {}
     for name, default in defaults.items():
         node.declare_parameter(name, default)

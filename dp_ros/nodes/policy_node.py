@@ -25,9 +25,6 @@ from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_image, msg_to_pose, ns_to_time, time_to_ns, trajectory_to_msg
 from dp_ros.policy.checkpoint import load_checkpoint
 
-PARAMS = {"checkpoint": "", "device": "auto", "max_frame_age_s": 0.3, "max_state_gap_s": 0.1,
-          "heartbeat_hz": 20.0}
-
 
 class ChunkPlanner:
     """ROS-free: observation -> policy -> (times_ns, poses). Kept apart from the node for testing."""
@@ -77,7 +74,7 @@ class ChunkPlanner:
 class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
-        self.p = declare(self, PARAMS)
+        self.p = declare(self, "policy_node")
         if not self.p["checkpoint"]:
             raise ValueError("parameter 'checkpoint' is empty: pass a checkpoint directory")
         want = self.p["device"]
@@ -85,7 +82,7 @@ class PolicyNode(Node):
                               ("cpu" if want == "auto" else want))
         policy = load_checkpoint(self.p["checkpoint"], device=device)
         cfg = policy.config
-        extra = getattr(policy, "extra", None) or {}
+        extra = getattr(policy, "checkpoint_extra", None) or {}
         self.robot = robot_spec(extra, cfg.lowdim_obs, cfg.action_dim)
         self.planner = ChunkPlanner(policy, self.robot, device)
         self.buffer = ObservationBuffer(list(cfg.cameras), dict(cfg.lowdim_obs), cfg.obs_horizon,
@@ -163,6 +160,7 @@ class PolicyNode(Node):
             msg = trajectory_to_msg(times, poses)
             self.chunk_pub.publish(msg)
             self.chunks += 1
+            self.last_error = ""
             self.latencies.append(latency)
             del self.latencies[:-200]
 

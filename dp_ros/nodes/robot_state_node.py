@@ -9,7 +9,6 @@ from dp_ros import topics
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import ns_to_time, pose_to_msg
 
-PARAMS = {"backend": "rtde", "robot_host": "192.168.1.10", "rate_hz": 125.0}
 UR_JOINTS = ["shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint",
              "wrist_1_joint", "wrist_2_joint", "wrist_3_joint"]
 
@@ -17,7 +16,7 @@ UR_JOINTS = ["shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint",
 class RobotStateNode(Node):
     def __init__(self):
         super().__init__("robot_state_node")
-        self.p = declare(self, PARAMS)
+        self.p = declare(self, "robot_state_node")
         if self.p["backend"] == "sim":
             from dp_ros.nodes.sim_backends import SimRobotReceive
             self.backend = SimRobotReceive(self)

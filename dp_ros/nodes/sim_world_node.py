@@ -18,16 +18,11 @@ from dp_ros.nodes.msgs import image_to_msg, msg_to_pose, ns_to_time, pose_to_msg
 from dp_ros.nodes.robot_state_node import UR_JOINTS
 from dp_ros.sim.world import SimWorld, TaskPlaneMapping
 
-PARAMS = {"task": "reach", "seed": 0, "camera_names": ["top"], "image_height": 96, "image_width": 96,
-          "camera_fps": 20.0, "physics_rate_hz": 100.0,
-          "task_xy_min": [0.35, -0.20], "task_xy_max": [0.75, 0.20],
-          "home_pose": [0.55, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0], "episode_timeout_s": 30.0}
-
 
 class SimWorldNode(Node):
     def __init__(self):
         super().__init__("sim_world_node")
-        self.p = p = declare(self, PARAMS)
+        self.p = p = declare(self, "sim_world_node")
         mapping = TaskPlaneMapping(np.asarray(p["task_xy_min"]), np.asarray(p["task_xy_max"]))
         self.world = SimWorld(p["task"], mapping, list(p["camera_names"]),
                               (p["image_height"], p["image_width"]), seed=p["seed"],

@@ -21,16 +21,11 @@ from dp_ros.core.interpolator import PoseTrajectory
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_pose, msg_to_trajectory, pose_to_msg
 
-PARAMS = {"backend": "rtde", "robot_host": "192.168.1.10", "rate_hz": 125.0, "lookahead_time": 0.1,
-          "gain": 300.0, "watchdog_timeout_s": 0.25, "workspace_min": [0.30, -0.25, 0.02],
-          "workspace_max": [0.75, 0.25, 0.40], "max_lin_speed": 0.25, "max_lin_acc": 1.5,
-          "max_ang_speed": 1.0}
-
 
 class Ur5ServoNode(Node):
     def __init__(self):
         super().__init__("ur5_servo_node")
-        self.p = p = declare(self, PARAMS)
+        self.p = p = declare(self, "ur5_servo_node")
         self.envelope = SafetyEnvelope.from_dict({k: p[k] for k in (
             "workspace_min", "workspace_max", "max_lin_speed", "max_lin_acc", "max_ang_speed")})
         self.period_s = 1.0 / p["rate_hz"]

@@ -155,9 +155,13 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--backbone", choices=["unet", "transformer"], default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's); on a busy machine 1 is steadier")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.batch < 1 or args.warmup < 0:
         parser.error("--repeats and --batch must be >= 1, --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = run_inference(args.preset, device=args.device, steps=args.steps,
                            repeats=args.repeats, warmup=args.warmup, batch=args.batch,
                            backbone=args.backbone)

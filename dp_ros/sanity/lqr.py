@@ -134,7 +134,7 @@ def run_check(name, A, B, K, pred_horizon, seed, steps, n_samples, w_std, n_eval
     }
 
 
-def run(seed=0, steps=None, n_samples=32, n_eval=200):
+def run(seed=0, steps=None, n_samples=32, n_eval=100):
     t0 = time.time()
     common.seed_everything(seed)
     A, B, Q, R = double_integrator()

@@ -17,9 +17,9 @@ from dp_ros.sanity import common
 OBSTACLE_CENTER = np.array([0.0, 0.0])
 OBSTACLE_RADIUS = 0.25
 START_Y, GOAL_Y = -1.0, 1.0
-N_STEPS = 40            # waypoints per demo after the start; chunk of 16 spans 40 % of the path
+N_STEPS = 20            # waypoints per demo after the start; a chunk of 8 spans 40 % of the path
 BUMP_START, BUMP_END = 0.2, 0.8   # path progress over which the detour happens
-PRED_HORIZON = 16
+PRED_HORIZON = 8
 SIDE_TOL = 0.1          # lateral deviation that counts as "having gone to a side"
 MODE_MIN, MODE_MAX = 0.35, 0.65
 MAX_BAD_RATE = 0.02
@@ -118,7 +118,7 @@ def run(seed=0, steps=None, n_samples=200, n_demos=1000):
 
     policy, dp_train = common.train_diffusion(
         obs={"pos": obs}, action=act, obs_horizon=1, pred_horizon=PRED_HORIZON,
-        action_horizon=8, seed=seed, steps=steps)
+        action_horizon=PRED_HORIZON // 2, seed=seed, steps=steps)
     per_obs = []
     for i, o in enumerate(EVAL_OBS):
         chunks = common.sample_chunks(policy, {"pos": np.repeat(o[None, None], 1, axis=0)},
@@ -141,7 +141,7 @@ def run(seed=0, steps=None, n_samples=200, n_demos=1000):
     # Contrast: same U-Net, no noise input, trained to output the chunk directly with MSE.
     reg, reg_train = common.train_regression(
         obs={"pos": obs}, action=act, obs_horizon=1, pred_horizon=PRED_HORIZON,
-        action_horizon=8, seed=seed, steps=steps)
+        action_horizon=PRED_HORIZON // 2, seed=seed, steps=steps)
     # Deterministic, so one chunk per observation; use many front-of-obstacle observations.
     grid_rng = np.random.default_rng(seed + 20_000)
     front = np.stack([grid_rng.uniform(-0.03, 0.03, 200), grid_rng.uniform(-0.9, -0.7, 200)], -1)
