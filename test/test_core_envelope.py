@@ -29,8 +29,11 @@ def _adversarial_target(rng, last):
         return np.concatenate([rng.normal(scale=10.0, size=3), q])   # far outside
     if kind == 4:
         return np.concatenate([last[:3] + rng.normal(scale=0.001, size=3), last[3:]])   # small step
-    if kind == 5:
-        return np.concatenate([rng.choice([LO, HI], axis=0) + rng.normal(scale=0.01, size=3), q])  # at a wall
+    if kind == 5:                                              # on or just beyond one face
+        pos = rng.uniform(LO, HI)
+        axis = rng.integers(0, 3)
+        pos[axis] = rng.choice([LO[axis], HI[axis]]) + rng.normal(scale=0.01)
+        return np.concatenate([pos, q])
     if kind == 6:
         return "not a pose"
     return np.concatenate([rng.uniform(LO, HI), q])
@@ -42,22 +45,32 @@ def test_random_adversarial_targets_stay_inside_limits(dt):
     e = env()
     cmd = np.array([0.5, 0.0, 0.2, *DOWN])
     vel = np.zeros(3)
-    target = None
-    for i in range(6000):
-        if i % int(rng.integers(1, 60)) == 0 or target is None:
-            target = _adversarial_target(rng, cmd)             # targets hold a while, then jump
+    hold = 0
+    cmds, vels, dts, counts = [cmd], [vel], [], dict.fromkeys(FLAG_NAMES, 0)
+    for i in range(5000):
+        if hold == 0:                                          # targets hold a while, then jump
+            target = _adversarial_target(rng, cmd)
+            hold = int(rng.choice([1, 5, 50, 400]))
+        hold -= 1
         dt_i = dt * rng.uniform(0.8, 1.2)                     # loop jitter
-        new, v, flags = e.clamp(target, cmd, vel, dt_i)
+        cmd, vel, flags = e.clamp(target, cmd, vel, dt_i)
         assert set(flags) == set(FLAG_NAMES)
-        assert new.shape == (7,) and np.all(np.isfinite(new)) and v.shape == (3,)
-        assert e.contains(new)
-        assert np.all(new[:3] >= LO - TOL) and np.all(new[:3] <= HI + TOL)
-        assert np.linalg.norm(v) <= VMAX + 1e-9
-        assert np.linalg.norm(v - vel) <= AMAX * dt_i + 1e-9
-        assert np.allclose(new[:3], cmd[:3] + v * dt_i)        # velocity is the actual step
-        assert quat_angle(cmd[3:], new[3:]) <= WMAX * dt_i + 1e-9
-        assert not flags["hard_clamp"]                         # braking keeps it off the backstop
-        cmd, vel = new, v
+        for k, on in flags.items():
+            counts[k] += on
+        cmds.append(cmd)
+        vels.append(vel)
+        dts.append(dt_i)
+    cmds, vels, dts = np.array(cmds), np.array(vels), np.array(dts)
+    assert np.all(np.isfinite(cmds)) and np.all(np.isfinite(vels))
+    assert np.all(cmds[:, :3] >= LO - TOL) and np.all(cmds[:, :3] <= HI + TOL)
+    assert np.all(np.linalg.norm(vels, axis=1) <= VMAX + 1e-9)
+    assert np.all(np.linalg.norm(np.diff(vels, axis=0), axis=1) <= AMAX * dts + 1e-9)
+    np.testing.assert_allclose(np.diff(cmds[:, :3], axis=0), vels[1:] * dts[:, None], atol=1e-12)
+    assert np.all(quat_angle(cmds[:-1, 3:], cmds[1:, 3:]) <= WMAX * dts + 1e-9)
+    assert np.allclose(np.linalg.norm(cmds[:, 3:], axis=1), 1.0)
+    assert counts["hard_clamp"] == 0                          # braking keeps it off the backstop
+    for k in ("invalid_target", "workspace", "speed", "acceleration", "rotation"):
+        assert counts[k] > 0, k                                # the adversary exercised each limit
 
 
 def test_nan_target_holds_and_brakes_without_exceeding_acc():
@@ -107,11 +120,23 @@ def test_workspace_clamp_flags_and_wall_stop():
     dt = 1 / 125
     cmd = np.array([0.70, 0.0, 0.2, *DOWN])
     vel = np.array([VMAX, 0.0, 0.0])                            # heading for the x wall
+    braked = 0
     for _ in range(300):
-        cmd, vel, flags = e.clamp([5.0, 0.0, 0.2, *DOWN], cmd, vel, dt)
-        assert cmd[0] <= HI[0] + TOL
-    assert flags["workspace"]
+        new, v, flags = e.clamp([5.0, 0.0, 0.2, *DOWN], cmd, vel, dt)
+        assert new[0] <= HI[0] + TOL and np.linalg.norm(v - vel) <= AMAX * dt + 1e-12
+        braked += flags["wall_brake"]
+        cmd, vel = new, v
+    assert flags["workspace"] and braked > 0 and not flags["hard_clamp"]
     assert cmd[0] == pytest.approx(HI[0], abs=1e-6) and np.allclose(vel, 0.0, atol=1e-6)
+
+
+def test_velocity_reset_near_wall_keeps_box():
+    """A caller that feeds an inconsistent velocity (e.g. resets it) near a wall: the box wins."""
+    e = env()
+    dt = 1 / 125
+    cmd = np.array([HI[0] - 0.001, 0.0, 0.2, *DOWN])
+    new, v, flags = e.clamp([5.0, 0.0, 0.2, *DOWN], cmd, np.array([VMAX, 0.0, 0.0]), dt)
+    assert flags["wall_brake"] and e.contains(new)
 
 
 def test_rotation_step_is_limited():

@@ -19,6 +19,7 @@ from std_msgs.msg import String
 
 from dp_ros.data.bag_reader import BadBag, find_bags, read_episode
 from dp_ros.data.bag_writer import METADATA_TOPIC, EpisodeBagWriter
+from dp_ros.data.convert import main as convert_main
 from test_data_common import (CAM_TOPIC, JOINT_TOPIC, T0, TARGET_TOPIC, TCP_TOPIC, frame,
                               record_episode)
 
@@ -183,7 +184,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sigkill_mid_episode_leaves_earlier_episodes_intact(tmp_path):
+def test_sigkill_mid_episode_leaves_earlier_episodes_intact(tmp_path, capsys):
     first, truth = record_episode(tmp_path, "ep_0000", duration_s=1.5)
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -209,6 +210,13 @@ def test_sigkill_mid_episode_leaves_earlier_episodes_intact(tmp_path):
     assert {t: len(v) for t, v in mcap_messages(first).items() if t != METADATA_TOPIC} \
         == truth["count"]
     assert find_bags([tmp_path]) == [first, partial]
+    # convert takes the complete one and names the interrupted one
+    rc = convert_main([str(tmp_path), "--out", str(tmp_path / "kill.zarr"),
+                       "--image-size", "24", "32"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [c["name"] for c in summary["converted"]] == ["ep_0000"]
+    assert [s["name"] for s in summary["skipped"]] == ["ep_0001.partial"]
+    assert "incomplete" in summary["skipped"][0]["reason"]
 
 
 def test_reader_reports_bad_bags(tmp_path):

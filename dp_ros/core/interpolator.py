@@ -7,9 +7,11 @@ absolute ROS times (~1.7e18 ns) lose sub-microsecond precision as float64.
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
-from dp_ros.core.transforms import continuous_quats, normalize_quat, quat_slerp
+from dp_ros.core.transforms import continuous_quats, normalize_quat, quat_slerp, slerp4
 
 
 def _as_times(times_ns) -> np.ndarray:
@@ -38,6 +40,8 @@ class PoseTrajectory:
         p.flags.writeable = False
         self._t = t
         self._p = p
+        self._tl = t.tolist()          # Python copies for the scalar fast path
+        self._pl = p.tolist()
 
     @property
     def times_ns(self) -> np.ndarray:
@@ -63,6 +67,8 @@ class PoseTrajectory:
 
     def __call__(self, t_ns) -> np.ndarray:
         """Pose (7,) at a scalar time, or (M, 7) at an array of times."""
+        if isinstance(t_ns, (int, np.integer)):
+            return np.array(self._at(int(t_ns)))
         ts = np.asarray(t_ns)
         scalar = ts.ndim == 0
         ts = np.atleast_1d(ts).astype(np.int64)
@@ -77,6 +83,19 @@ class PoseTrajectory:
             pos = p0[:, :3] + w[:, None] * (p1[:, :3] - p0[:, :3])
             out = np.concatenate([pos, quat_slerp(p0[:, 3:], p1[:, 3:], w)], axis=1)
         return out[0] if scalar else out
+
+    def _at(self, t: int) -> list:
+        # Scalar path in plain Python: the servo loop calls this at up to 500 Hz.
+        tl, pl = self._tl, self._pl
+        if t <= tl[0]:
+            return pl[0]
+        if t >= tl[-1]:
+            return pl[-1]
+        i = bisect.bisect_right(tl, t) - 1
+        w = (t - tl[i]) / (tl[i + 1] - tl[i])       # exact integer differences
+        a, b = pl[i], pl[i + 1]
+        return [a[0] + w * (b[0] - a[0]), a[1] + w * (b[1] - a[1]), a[2] + w * (b[2] - a[2]),
+                *slerp4(a[3:], b[3:], w)]
 
     def trimmed(self, t0_ns: int, t1_ns: int) -> "PoseTrajectory":
         """The part on [t0, t1], endpoints included: equals self(t) for every t in [t0, t1]."""

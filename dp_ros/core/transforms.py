@@ -8,6 +8,8 @@ conversions where its per-call overhead does not matter.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -70,6 +72,39 @@ def quat_conj(q) -> np.ndarray:
     q = np.array(q, dtype=np.float64)
     q[..., :3] *= -1.0
     return q
+
+
+def slerp4(q0, q1, w: float) -> tuple:
+    """Scalar fast path of quat_slerp for two unit quaternions given as 4 floats (no checks).
+    The servo loop calls this at up to 500 Hz; numpy's per-call overhead would dominate."""
+    x0, y0, z0, w0 = q0
+    x1, y1, z1, w1 = q1
+    d = x0 * x1 + y0 * y1 + z0 * z1 + w0 * w1
+    if d < 0.0:
+        x1, y1, z1, w1, d = -x1, -y1, -z1, -w1, -d
+    if d > 1.0:
+        d = 1.0
+    theta = math.acos(d)
+    s = math.sin(theta)
+    if s < 1e-6:
+        c0, c1 = 1.0 - w, w
+    else:
+        c0, c1 = math.sin((1.0 - w) * theta) / s, math.sin(w * theta) / s
+    x, y, z, r = c0 * x0 + c1 * x1, c0 * y0 + c1 * y1, c0 * z0 + c1 * z1, c0 * w0 + c1 * w1
+    n = math.sqrt(x * x + y * y + z * z + r * r)
+    return x / n, y / n, z / n, r / n
+
+
+def angle4(q0, q1) -> float:
+    """Scalar fast path of quat_angle for two unit quaternions given as 4 floats (no checks)."""
+    x0, y0, z0, w0 = q0
+    x1, y1, z1, w1 = q1
+    # conj(q0) * q1
+    rx = w0 * x1 - x0 * w1 - y0 * z1 + z0 * y1
+    ry = w0 * y1 + x0 * z1 - y0 * w1 - z0 * x1
+    rz = w0 * z1 - x0 * y1 + y0 * x1 - z0 * w1
+    rw = w0 * w1 + x0 * x1 + y0 * y1 + z0 * z1
+    return 2.0 * math.atan2(math.sqrt(rx * rx + ry * ry + rz * rz), abs(rw))
 
 
 def quat_slerp(q0, q1, w) -> np.ndarray:

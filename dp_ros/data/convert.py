@@ -217,13 +217,18 @@ def resample_episode(ep, config: dict, tol: dict) -> tuple[dict, dict]:
     if sources & {"tcp_xy", "tcp_xyz", "tcp_pose"}:
         t, order = streams[config["tcp_topic"]]
         poses = ep[config["tcp_topic"]].data[order]
-        poses[:, 3:] = continuous_quats(poses[:, 3:])
         lo, hi, w, ok = _bracket(t, grid, max_gap_ns)
         why.update({int(k): "robot pose: no samples within max_state_gap around the step"
                     for k in np.flatnonzero(~ok & valid)})
         valid &= ok
-        tcp = pose_interp(poses[lo], poses[hi], w)
-        tcp[:, 3:] = continuous_quats(tcp[:, 3:])
+        if "tcp_pose" in sources:
+            # One quaternion hemisphere for the whole episode: q and -q are the same rotation,
+            # but the network sees the numbers.
+            poses[:, 3:] = continuous_quats(poses[:, 3:])
+            tcp = pose_interp(poses[lo], poses[hi], w)
+            tcp[:, 3:] = continuous_quats(tcp[:, 3:])
+        else:                   # position only: the orientation may be unset and is not needed
+            tcp = poses[lo, :3] + w[:, None] * (poses[hi, :3] - poses[lo, :3])
     if "joints" in sources:
         td = ep[config["joints_topic"]]
         if td.data.shape[1] < 6:
@@ -306,12 +311,16 @@ def convert_bag(bag: Path, buf: ReplayBuffer, config: dict, tol: dict) -> dict:
             raise SkipEpisode(f"camera {cam!r} frames are {hw[0]}x{hw[1]}, but this store was "
                               f"converted from {want[0]}x{want[1]} frames (another camera "
                               "resolution changes what the resized image shows)")
-    data, report = resample_episode(ep, config, tol)
     info = bag_info(bag)
     meta = ep.metadata
     record = {"source": str(bag.resolve()), "bag_id": _bag_id(info),
               "metadata": {k: meta[k] for k in EPISODE_INFO_KEYS if k in meta}}
-    buf.add_episode(data, name=bag.name, info=record)
+    try:
+        data, report = resample_episode(ep, config, tol)
+        # add_episode validates everything before it writes, so a refusal leaves no trace
+        buf.add_episode(data, name=bag.name, info=record)
+    except (ValueError, IndexError) as exc:      # NaN / zero quaternion / wrong shapes in the bag
+        raise SkipEpisode(f"malformed data: {exc}") from None
     missing_sizes = {c: list(next(iter(hw))) for c, hw in seen.items() if c not in source_sizes}
     if missing_sizes:
         source_sizes.update(missing_sizes)

@@ -32,7 +32,8 @@ def train_val_split(n_episodes: int, val_ratio: float, seed: int = 0) -> tuple[l
     n_val = 0 if val_ratio <= 0 else min(max(1, round(n_episodes * val_ratio)), n_episodes - 1)
     rng = np.random.default_rng(seed)
     val = sorted(int(i) for i in rng.choice(n_episodes, size=n_val, replace=False))
-    train = [i for i in range(n_episodes) if i not in set(val)]
+    val_set = set(val)
+    train = [i for i in range(n_episodes) if i not in val_set]
     return train, val
 
 

@@ -94,10 +94,12 @@ class ActionSchedulerNode(Node):
 
     def _stream(self, now):
         times, poses = self.scheduler.waypoints(now)
-        self._publish(times, poses)
+        self._publish(times, poses, now)
 
-    def _publish(self, times, poses):
-        self.wp_pub.publish(trajectory_to_msg(times, poses, stamp_ns=times[0] if len(times) else self._now()))
+    def _publish(self, times, poses, now=None):
+        # header.stamp = the time the stream was cut: every time_from_start is then > 0, i.e. each
+        # waypoint is in the future when sent (trajectory_to_msg refuses anything earlier).
+        self.wp_pub.publish(trajectory_to_msg(times, poses, stamp_ns=self._now() if now is None else now))
 
     def _report(self):
         values = dict(self.scheduler.stats)

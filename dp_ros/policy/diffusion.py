@@ -93,7 +93,12 @@ class DiffusionPolicy(nn.Module):
         missing = [k for k in keys if k not in obs]
         if missing:
             raise KeyError(f"observation keys {missing} missing (got {sorted(obs)})")
-        return {k: torch.as_tensor(obs[k]).to(dev) for k in keys}
+        out = {}
+        for k in keys:
+            x = torch.as_tensor(obs[k]).to(dev)
+            # float64 numpy arrays would not run through float32 weights; uint8 images stay.
+            out[k] = x.to(self.dtype) if x.is_floating_point() else x
+        return out
 
     def encode_obs(self, obs: dict, latest: bool) -> torch.Tensor:
         """Normalise and encode the obs window -> (B, To, F). latest: use the last To steps
