@@ -10,7 +10,6 @@ Frames are seeded noise images, so a test can regenerate frame i and resize it i
 from __future__ import annotations
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import JointState
 

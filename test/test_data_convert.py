@@ -242,3 +242,25 @@ def test_unset_orientation_is_fine_for_positions_but_not_for_tcp_pose(tmp_path, 
                       "--obs", "robot_pose=tcp_pose", "--image-size", "24", "32")
     assert rc == 1 and "malformed data" in summary["skipped"][0]["reason"]
     assert "quaternion" in summary["skipped"][0]["reason"]
+
+
+def test_wrong_message_type_is_refused(tmp_path, capsys):
+    from geometry_msgs.msg import Twist
+    from rclpy.serialization import serialize_message
+
+    from dp_ros.data.bag_writer import EpisodeBagWriter
+    from dp_ros.nodes.msgs import image_to_msg, pose_to_msg
+
+    w = EpisodeBagWriter(tmp_path / "bags", "twist_action", {
+        CAM_TOPIC: "sensor_msgs/msg/Image", TCP_TOPIC: "geometry_msgs/msg/PoseStamped",
+        TARGET_TOPIC: "geometry_msgs/msg/Twist"}, {})
+    for k in range(30):
+        t = T0 + k * 50_000_000
+        w.write(CAM_TOPIC, t, serialize_message(image_to_msg(frame(k), t, "top")))
+        w.write(TCP_TOPIC, t, serialize_message(pose_to_msg(tcp_at(t), t)))
+        w.write(TARGET_TOPIC, t, serialize_message(Twist()))
+    w.close()
+    rc, summary = run(capsys, tmp_path / "bags", "--out", tmp_path / "d.zarr", *XY)
+    assert rc == 1
+    assert summary["skipped"][0]["reason"] == \
+        "/servo/target_pose is geometry_msgs/msg/Twist, expected geometry_msgs/msg/PoseStamped"

@@ -131,8 +131,10 @@ def test_servo_commands_stay_inside_envelope_and_speed_limits(graph_run):
     assert np.all(pos >= lo - 1e-9) and np.all(pos <= hi + 1e-9)
     period = 1.0 / SERVO["rate_hz"]
     step = np.linalg.norm(np.diff(pos, axis=0), axis=1)
-    # one servo period's worth of the speed limit: chunk boundaries included
-    assert step.max() <= SERVO["max_lin_speed"] * period * 1.001 + 1e-9, step.max()
+    # the monitor's best-effort subscription may miss a command: count the servo ticks in between
+    ticks = np.maximum(1, np.round(np.diff(stamps) * 1e-9 / period))
+    # one servo period's worth of the speed limit per tick: chunk boundaries included
+    assert np.max(step / ticks) <= SERVO["max_lin_speed"] * period * 1.001 + 1e-9, np.max(step / ticks)
     moved = step.sum()
     assert moved > 0.01, "the arm never moved: the graph did not drive it"
 
@@ -166,13 +168,3 @@ def test_killing_the_policy_makes_the_servo_hold_in_time(graph_run):
     held = np.array([c[1][:3] for c in cmds if c[0] >= holds[0][0]])
     assert np.ptp(held, axis=0).max() < 1e-9
 
-
-def test_debug_steps(graph_run):
-    cmds = graph_run["rec"].commands
-    pos = np.array([c[1][:3] for c in cmds])
-    step = np.linalg.norm(np.diff(pos, axis=0), axis=1)
-    bad = np.where(step > 0.002)[0]
-    t0 = cmds[0][0]
-    for i in bad[:10]:
-        print(i, len(cmds), (cmds[i][0]-t0)*1e-9, (cmds[i+1][0]-t0)*1e-9, cmds[i][2], cmds[i+1][2], pos[i], pos[i+1], step[i])
-    assert False

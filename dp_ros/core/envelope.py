@@ -24,7 +24,10 @@ clamp(target, last_cmd, last_velocity, dt) returns the next command:
 
 The limits are safety limits, not a trajectory shaper: following a moving target the command
 lags by about v^2/(2*max_lin_acc), so set max_lin_acc well above what the policy's motion needs.
-The stateless clamp assumes the velocity it returned is fed back as last_velocity.
+The stateless clamp assumes the velocity it returned is fed back as last_velocity, and dt_s
+should be the loop's nominal period: the braking bounds are exact for a constant dt (checked
+with 5 % jitter); a dt that varies by tens of percent between calls can exceed the acceleration
+limit by a few percent near a wall or target (the box still holds).
 Plain floats inside: the servo loop runs this at up to 500 Hz.
 """
 

@@ -42,8 +42,7 @@ from dp_ros import topics as T
 from dp_ros.core.action_space import KINDS, ActionSpace
 from dp_ros.core.robot_features import DEFAULT_FIXED_POSE, SOURCES
 from dp_ros.core.transforms import continuous_quats, pose_interp
-from dp_ros.data.bag_reader import BadBag, bag_info, episode_metadata_from_info, find_bags, \
-    read_episode
+from dp_ros.data.bag_reader import BadBag, bag_info, find_bags, read_episode
 from dp_ros.data.replay_buffer import ConfigMismatch, ReplayBuffer, RESERVED_KEYS
 
 DEFAULTS = {
@@ -301,6 +300,13 @@ def convert_bag(bag: Path, buf: ReplayBuffer, config: dict, tol: dict) -> dict:
 
     ep = read_episode(bag, topics=required_topics(config), required=required_topics(config),
                       image_transform=resize)
+    expected = {t: "sensor_msgs/msg/Image" for t in config["cameras"].values()}
+    expected.update({config["tcp_topic"]: "geometry_msgs/msg/PoseStamped",
+                     config["action_topic"]: "geometry_msgs/msg/PoseStamped",
+                     config["joints_topic"]: "sensor_msgs/msg/JointState"})
+    for topic, td in ep.topics.items():
+        if topic in expected and td.msgtype != expected[topic]:
+            raise SkipEpisode(f"{topic} is {td.msgtype}, expected {expected[topic]}")
     for cam, sizes in seen.items():
         if len(sizes) > 1:
             raise SkipEpisode(f"camera {cam!r} frame size changes within the episode: "

@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 from dp_ros.data.replay_buffer import ReplayBuffer
 
 
-def train_val_split(n_episodes: int, val_ratio: float, seed: int = 0) -> tuple[list[int], list[int]]:
+def train_val_split(n_episodes: int, val_ratio: float,
+                    seed: int = 0) -> tuple[list[int], list[int]]:
     """Episode indices (train, val). At least one validation episode when val_ratio > 0 and at
     least one training episode always (as the reference's get_val_mask)."""
     if n_episodes < 1:

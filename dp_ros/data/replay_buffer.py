@@ -4,7 +4,7 @@
     <store>/data/<lowdim key>  float32 (N, D)
     <store>/data/action        float32 (N, Da)
     <store>/data/timestamp     float64 (N,)          control-step time, seconds of ROS time
-    <store>/meta/episode_ends  int64   (E,)          cumulative ends: episode i = [ends[i-1], ends[i])
+    <store>/meta/episode_ends  int64   (E,)          cumulative: episode i = [ends[i-1], ends[i])
 
 Root attributes:
     dp_ros_replay_buffer  format version
