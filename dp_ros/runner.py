@@ -175,6 +175,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    if not args.checkpoint and not (checkpoint / "config.json").is_file():
+        # No trained model shipped yet: run the graph anyway, with random weights, and say so.
+        from dp_ros.untrained import make_untrained_checkpoint
+        checkpoint = Path("runs/untrained_checkpoint")
+        if not (checkpoint / "config.json").is_file():
+            make_untrained_checkpoint(checkpoint)
+        print(f"[dp-ros deploy] NOTE: no trained model in {default_checkpoint()}; using an UNTRAINED "
+              f"checkpoint ({checkpoint}). Expect the arm to move without solving the task.", flush=True)
     config = Path(args.config) if args.config else default_config()
     specs = deploy_graph(sim=not args.hardware, checkpoint=checkpoint, config_file=config)
     ckpt = read_checkpoint_config(checkpoint)

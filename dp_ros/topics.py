@@ -18,6 +18,10 @@ SCHEDULER_ENABLE = "/scheduler/enable"      # std_srvs/SetBool: false = stop str
 POLICY_HEARTBEAT = "/policy/heartbeat"      # std_msgs/Header at a fixed rate: the policy is alive
 TELEOP_TWIST = "/spacenav/twist"            # geometry_msgs/Twist, as the ROS spacenav driver
 TELEOP_JOY = "/spacenav/joy"                # sensor_msgs/Joy, as the ROS spacenav driver
+RECORD_START = "/teleop/start_episode"      # std_srvs/Trigger: start recording an episode
+RECORD_STOP = "/teleop/stop_episode"        # std_srvs/Trigger: stop and keep the episode
+RECORD_DISCARD = "/teleop/discard_episode"  # std_srvs/Trigger: stop and delete the episode
+TELEOP_RESYNC = "/teleop/resync"            # std_srvs/Trigger: target := measured TCP pose
 DIAGNOSTICS = "/diagnostics"                # diagnostic_msgs/DiagnosticArray
 
 # Simulated hardware: the sim world node plays the robot and cameras on these topics; the sim

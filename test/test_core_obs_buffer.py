@@ -101,7 +101,8 @@ def test_stale_camera_raises_with_age():
     t_end = T0 + 10**9
     _feed(buf, t_end, rng)
     buf.build(now_ns=t_end + 100 * MS)                       # fresh enough
-    with pytest.raises(StaleObservation, match=r"camera 'top': newest frame is 400\.0 ms old \(max 250\.0 ms\)"):
+    msg = r"camera 'top': newest frame is 400\.0 ms old \(max 250\.0 ms\)"
+    with pytest.raises(StaleObservation, match=msg):
         buf.build(now_ns=t_end + 400 * MS)
 
 
@@ -123,7 +124,8 @@ def test_stale_state_raises():
     # state stopped 300 ms before the newest frame
     for t in range(t_end - 800 * MS, t_end - 300 * MS, 8 * MS):
         buf.add_state(t, {"tcp_xy": [0.0, 0.0]})
-    with pytest.raises(StaleObservation, match=r"state 'tcp_xy': newest sample is .* older than the observation"):
+    msg = r"state 'tcp_xy': newest sample is .* older than the observation"
+    with pytest.raises(StaleObservation, match=msg):
         buf.build()
 
 

@@ -244,3 +244,33 @@ def test_closed_loop_receding_horizon(stitch):
     ts = np.array([t for t, _ in executed])
     assert np.all(np.diff(ts) > 0) and np.diff(ts).max() <= DT_NS
     assert s.stats["chunks_rejected"] == 0 and s.stats["chunks_accepted"] > 20
+
+
+def test_ensemble_weights_follow_act():
+    """Overlapping predictions are averaged with exp(-k*i) weights, i = 0 for the oldest."""
+    for k, w_old in ((0.0, 0.5), (1.0, 1.0 / (1.0 + np.exp(-1.0)))):
+        s = sched(stitch="ensemble", ensemble_k=k)
+        s.on_chunk(*chunk(T0), T0 + 100 * MS)
+        t2, p2 = chunk(T0 + 200 * MS, offset=(0.1, 0.0, 0.0))   # same grid, 10 cm apart in x
+        assert s.on_chunk(t2, p2, T0 + 250 * MS)
+        plan = s.plan
+        j = int(np.argmax(np.isin(plan.times_ns, t2)))
+        t = plan.times_ns[j]
+        expect_x = path(np.array([t]))[0, 0] + (1.0 - w_old) * 0.1
+        assert plan.poses[j, 0] == pytest.approx(expect_x)
+
+
+def test_unstreamed_late_waypoints_are_counted_once():
+    s = sched(stitch="none")
+    s.on_chunk(*chunk(T0), T0 + 100 * MS)
+    planned = len(s.plan)
+    assert s.stats["waypoints_dropped_stale"] == 3          # T0-100, T0, T0+100 ms were late
+    s.waypoints(T0 + 150 * MS)                              # everything still ahead is streamed
+    s.waypoints(T0 + 10**10)                                # stall: nothing new is dropped
+    assert s.stats["waypoints_dropped_stale"] == 3
+    s2 = sched(stitch="none")
+    s2.on_chunk(*chunk(T0), T0 + 100 * MS)
+    s2.waypoints(T0 + 10**10)                               # publisher stalled from the start
+    assert s2.stats["waypoints_dropped_stale"] == 3 + planned
+    s2.waypoints(T0 + 2 * 10**10)
+    assert s2.stats["waypoints_dropped_stale"] == 3 + planned

@@ -102,7 +102,8 @@ class SafetyEnvelope:
         self.orientation_ref = None
         self.orientation_max_angle = None
         if orientation_limit is not None:
-            self.orientation_ref, self.orientation_max_angle = self._parse_orientation_limit(orientation_limit)
+            self.orientation_ref, self.orientation_max_angle = \
+                self._parse_orientation_limit(orientation_limit)
 
     @staticmethod
     def _parse_orientation_limit(lim):
@@ -252,7 +253,10 @@ class SafetyEnvelope:
                 a2 = e[0] * e[0] + e[1] * e[1] + e[2] * e[2]
                 b = d0[0] * e[0] + d0[1] * e[1] + d0[2] * e[2]
                 cc = d0[0] * d0[0] + d0[1] * d0[1] + d0[2] * d0[2] - r * r
-                t = 1.0 if a2 < 1e-30 else min(1.0, max(0.0, (-b + math.sqrt(max(b * b - a2 * cc, 0.0))) / a2))
+                if a2 < 1e-30:
+                    t = 1.0
+                else:   # largest t in [0, 1] with |d0 + t*e| <= r
+                    t = min(1.0, max(0.0, (-b + math.sqrt(max(b * b - a2 * cc, 0.0))) / a2))
                 c = [ps[i] + t * e[i] for i in range(3)]
         sp = _norm(c)
         if sp > vmax:                               # only if the incoming velocity was too fast

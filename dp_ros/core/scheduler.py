@@ -6,8 +6,13 @@ latency has already made its first waypoints past; the scheduler keeps the first
 with time > now + exec_latency (late ones are dropped and counted, never replayed) and streams
 only waypoints still beyond now + exec_latency. The new plan starts with any old-plan waypoints
 that lie between now + exec_latency and the new chunk's first kept one (at most about one: the
-grids are offset), so consecutive streamed waypoints are never more than ~dt apart. With nothing left the stream is empty and the
-servo holds where it is; nothing ever jumps back to an old waypoint.
+grids are offset), so consecutive streamed waypoints are never more than ~dt apart. With nothing
+left the stream is empty and the servo holds where it is; nothing ever jumps back to an old
+waypoint.
+
+Note for the servo: the stream starts at the first waypoint beyond now + exec_latency, so
+interpolate from the servo's current command at now to that waypoint (a PoseTrajectory built from
+the message alone holds its first pose before its start, i.e. the target steps ahead at once).
 
 needs_inference(now) is true once the remaining executing horizon (last kept waypoint time - now
 - exec_latency) is at most the expected inference latency, so the next chunk is planned while the

@@ -9,8 +9,9 @@ pad_after = Ta-1 steps at the end; the missing steps repeat the episode's first/
 An episode of L steps gives L - Tp + pad_before + pad_after + 1 windows, none when that is < 1
 (as in the reference).
 
-Items are read lazily from zarr (only the rows of one window); the store is opened per process,
-so DataLoader workers (fork or spawn) each open their own read-only handle.
+Images are read lazily from zarr (only the frames of one window); low-dim keys and actions are
+small and held in memory. The store is opened per process, so DataLoader workers (fork or
+spawn) each open their own read-only handle.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class SequenceDataset(Dataset):
         self.lowdim_keys = list(lowdim_keys)
         self.image_size = None if image_size is None else tuple(int(x) for x in image_size)
         self._buf = None
+        self._arrays = {}
         buf = self.buffer
         missing = [k for k in self.camera_keys + self.lowdim_keys + ["action"] if k not in buf]
         if missing:
@@ -81,6 +83,11 @@ class SequenceDataset(Dataset):
             raise IndexError(f"episodes {bad} out of range ({n} episodes in {zarr_path})")
         self.indices = create_indices(self.episode_ends, self.Tp, pad_before=self.To - 1,
                                       pad_after=self.Ta - 1, episodes=self.episodes)
+        # Low-dim arrays are small (N x D floats): hold them in memory; zarr's per-read overhead
+        # (~1 ms) would otherwise dominate each item. Images stay lazy.
+        n_steps = buf.n_steps
+        self._lowdim = {k: np.asarray(buf[k][:n_steps], dtype=np.float32)
+                        for k in self.lowdim_keys + ["action"]}
 
     # The zarr handle is per process: never pickled to workers, reopened on first use there.
     @property
@@ -89,9 +96,16 @@ class SequenceDataset(Dataset):
             self._buf = ReplayBuffer.open(self.zarr_path)
         return self._buf
 
+    def _array(self, key: str):
+        arr = self._arrays.get(key)
+        if arr is None:         # opening an array reads its metadata: once per process
+            arr = self._arrays[key] = self.buffer[key]
+        return arr
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_buf"] = None
+        state["_arrays"] = {}
         return state
 
     def __len__(self) -> int:
@@ -102,14 +116,10 @@ class SequenceDataset(Dataset):
         s, e, w = (int(x) for x in self.indices[i])
         return s + np.clip(np.arange(w, w + self.Tp), 0, e - s - 1)
 
-    def _read(self, key: str, rows: np.ndarray) -> np.ndarray:
+    def _images(self, key: str, rows: np.ndarray) -> torch.Tensor:
         # One contiguous read, then repeat rows for the padding.
         lo, hi = int(rows[0]), int(rows[-1]) + 1
-        block = self.buffer[key][lo:hi]
-        return block[rows - lo]
-
-    def _images(self, key: str, rows: np.ndarray) -> torch.Tensor:
-        imgs = self._read(key, rows)                                    # (To, H, W, 3) uint8
+        imgs = self._array(key)[lo:hi][rows - lo]                       # (To, H, W, 3) uint8
         if self.image_size is not None and imgs.shape[1:3] != self.image_size:
             import cv2
             h, w = self.image_size
@@ -123,18 +133,18 @@ class SequenceDataset(Dataset):
         obs_rows = rows[: self.To]
         obs = {k: self._images(k, obs_rows) for k in self.camera_keys}
         for k in self.lowdim_keys:
-            obs[k] = torch.from_numpy(self._read(k, obs_rows).astype(np.float32))
-        action = torch.from_numpy(self._read("action", rows).astype(np.float32))
+            obs[k] = torch.from_numpy(self._lowdim[k][obs_rows])
+        action = torch.from_numpy(self._lowdim["action"][rows])
         return {"obs": obs, "action": action}
 
     def get_stats(self) -> dict[str, dict[str, np.ndarray]]:
         """Per-dimension min/max of action and every low-dim key over this dataset's episodes
         (padding repeats existing steps, so it cannot change the range)."""
-        buf = self.buffer
+        ends = self.episode_ends
         stats = {}
         for key in ["action"] + self.lowdim_keys:
-            arr = buf[key]
-            parts = [arr[buf.episode_slice(i)] for i in self.episodes]
+            arr = self._lowdim[key]
+            parts = [arr[(ends[i - 1] if i > 0 else 0):ends[i]] for i in self.episodes]
             parts = [p for p in parts if len(p)]
             if not parts:
                 raise ValueError("no data to compute statistics from")

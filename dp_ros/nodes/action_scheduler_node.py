@@ -35,8 +35,10 @@ class ActionSchedulerNode(Node):
         self.create_timer(1.0, self._report)
 
     def _new_scheduler(self):
+        # margin: a request can go out up to one tick late
         return ActionScheduler(self.p["action_horizon"], self.p["dt_s"], self.p["exec_latency_s"],
-                               stitch=self.p["stitch"], blend_steps=self.p["blend_steps"])
+                               stitch=self.p["stitch"], blend_steps=self.p["blend_steps"],
+                               margin_s=1.0 / self.p["publish_rate_hz"])
 
     def _now(self):
         return self.get_clock().now().nanoseconds

@@ -70,6 +70,12 @@ class Ur5ServoNode(Node):
     def _on_waypoints(self, msg):
         try:
             times, poses = msg_to_trajectory(msg)
+            now = self._now()
+            if len(times) and self.cmd is not None and times[0] > now:
+                # start from where the command is now, so the path ramps into the first waypoint
+                # instead of stepping to it
+                times = np.concatenate([[now], times])
+                poses = np.vstack([self.cmd, poses])
             self.trajectory = PoseTrajectory(times, poses) if len(times) else None
         except ValueError as exc:   # malformed / NaN: drop it, keep holding safely
             self.counts["rejected_inputs"] += 1
