@@ -64,7 +64,7 @@ def read_checkpoint_config(checkpoint) -> dict:
     return json.loads(path.read_text())
 
 
-def deploy_graph(sim: bool, checkpoint, config_file=None) -> list[NodeSpec]:
+def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None) -> list[NodeSpec]:
     """Nodes of the deploy graph. In simulation the three hardware nodes use their sim backends
     and the sim world node plays the robot and cameras."""
     config_file = Path(config_file or default_config())
@@ -91,6 +91,8 @@ def deploy_graph(sim: bool, checkpoint, config_file=None) -> list[NodeSpec]:
         task = ckpt_cfg.get("extra", {}).get("task")
         if task:
             sim_over["task"] = task
+        if seed is not None:
+            sim_over["seed"] = int(seed)   # episode k uses seed + k
         nodes.insert(0, NodeSpec("sim_world_node", "sim_world_node", sim_over))
     for spec in nodes:
         if spec.name not in params:
@@ -103,6 +105,38 @@ class _NoAliasDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data):
         return True
+
+
+def teleop_graph(sim: bool, config_file=None, device=None, task=None, output_dir=None,
+                 episode_timeout_s=None, seed=None) -> list[NodeSpec]:
+    """Nodes for recording demonstrations: the hardware nodes (or the sim world) plus teleop_node,
+    which streams targets to the servo and records episodes."""
+    config_file = Path(config_file or default_config())
+    params = load_params(config_file)
+    servo, world, cams = params["ur5_servo_node"], params["sim_world_node"], params["camera_node"]
+    backend = {"backend": "sim"} if sim else {}
+    task = task or world["task"]
+    teleop = {"sim": sim, "workspace_min": servo["workspace_min"], "workspace_max": servo["workspace_max"],
+              "camera_names": cams["camera_names"], "task": task,
+              "task_xy_min": world["task_xy_min"], "task_xy_max": world["task_xy_max"]}
+    if device:
+        teleop["backend"] = device
+    if output_dir:
+        teleop["output_dir"] = str(output_dir)
+    nodes = [
+        NodeSpec("camera_node", "camera_node", dict(backend)),
+        NodeSpec("robot_state_node", "robot_state_node", dict(backend)),
+        NodeSpec("ur5_servo_node", "ur5_servo_node", dict(backend)),
+        NodeSpec("teleop_node", "teleop_node", teleop),
+    ]
+    if sim:
+        world_over = {"task": task, "camera_names": cams["camera_names"]}
+        if episode_timeout_s:
+            world_over["episode_timeout_s"] = float(episode_timeout_s)
+        if seed is not None:
+            world_over["seed"] = int(seed)
+        nodes.insert(0, NodeSpec("sim_world_node", "sim_world_node", world_over))
+    return nodes
 
 
 def write_params_file(path, node_specs: list[NodeSpec]):

@@ -9,113 +9,14 @@ written as JSON). On hardware it runs until Ctrl-C. Nodes stop cleanly either wa
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from dp_ros import topics
 from dp_ros.graph import default_checkpoint, default_config, deploy_graph, read_checkpoint_config
+from dp_ros.monitor import GraphMonitor, NodeDied, check_alive, wait_until
 from dp_ros.processes import NodeProcesses, stop_on_signals
-
-
-class NodeDied(RuntimeError):
-    pass
-
-
-class GraphMonitor:
-    """An rclpy node in the runner's process: drives episodes through the graph's services and
-    collects what the summary reports."""
-
-    def __init__(self):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-        from rclpy.executors import SingleThreadedExecutor
-        from std_msgs.msg import Header
-        from std_srvs.srv import SetBool, Trigger
-        from trajectory_msgs.msg import MultiDOFJointTrajectory
-
-        self._rclpy = rclpy
-        self._SetBool, self._Trigger = SetBool, Trigger
-        rclpy.init(args=[])
-        self.node = rclpy.create_node("dp_ros_runner")
-        self.task = {}
-        self.diagnostics = {}
-        self.latencies_s = []
-        self._request_t = None
-        self._lock = threading.Lock()
-        n = self.node
-        n.create_subscription(DiagnosticStatus, topics.SIM_TASK_STATE, self._on_task, 10)
-        n.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diag, 50)
-        n.create_subscription(Header, topics.POLICY_REQUEST, self._on_request, 10)
-        n.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK, self._on_chunk, 10)
-        self.clients = {
-            "scheduler": n.create_client(SetBool, topics.SCHEDULER_ENABLE),
-            "servo": n.create_client(SetBool, topics.SERVO_ENABLE),
-            "reset": n.create_client(Trigger, topics.SIM_RESET),
-        }
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(n)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
-
-    def _on_task(self, msg):
-        values = {}
-        for kv in msg.values:
-            try:
-                values[kv.key] = json.loads(kv.value)
-            except ValueError:
-                values[kv.key] = kv.value
-        with self._lock:
-            self.task = values
-
-    def _on_diag(self, msg):
-        for status in msg.status:
-            self.diagnostics[status.name.strip("/")] = (status.message, {kv.key: kv.value for kv in status.values})
-
-    def _on_request(self, msg):
-        self._request_t = time.monotonic()
-
-    def _on_chunk(self, msg):
-        if self._request_t is not None:
-            self.latencies_s.append(time.monotonic() - self._request_t)
-            self._request_t = None
-
-    def call(self, name, value=None, timeout_s=5.0):
-        client = self.clients[name]
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            raise TimeoutError(f"service {client.srv_name} not available")
-        req = self._SetBool.Request(data=value) if value is not None else self._Trigger.Request()
-        done = threading.Event()
-        future = client.call_async(req)
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout_s):
-            raise TimeoutError(f"service {client.srv_name} did not answer in {timeout_s} s")
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        if self._rclpy.ok():
-            self._rclpy.shutdown()
-
-
-def _check_alive(procs: NodeProcesses):
-    dead = procs.dead()
-    if dead:
-        name, code = next(iter(dead.items()))
-        raise NodeDied(f"node {name} exited with code {code}; last log lines:\n{procs.log_tail(name)}")
-
-
-def wait_until(predicate, timeout_s, procs, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        _check_alive(procs)
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def run_episode(monitor: GraphMonitor, procs: NodeProcesses, index: int, settle_s=0.5):
@@ -131,7 +32,7 @@ def run_episode(monitor: GraphMonitor, procs: NodeProcesses, index: int, settle_
     t0 = time.monotonic()
     coverages = []
     while True:
-        _check_alive(procs)
+        check_alive(procs)
         task = dict(monitor.task)
         if task.get("episode") == reset["episode"]:
             coverages.append(float(task.get("coverage", 0.0)))
@@ -171,6 +72,8 @@ def main(argv=None):
     ap.add_argument("--episodes", type=int, default=3, help="sim episodes to run")
     ap.add_argument("--log-dir", default=None, help="node logs and summary (default: runs/deploy-<time>)")
     ap.add_argument("--summary-json", default=None, help="where to write the summary (default: in log dir)")
+    ap.add_argument("--seed", type=int, default=None, help="sim: episode k uses seed + k + 1 (default: config)")
+    ap.add_argument("--episode-timeout", type=float, default=None, help="sim episode limit in s (default: config)")
     ap.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for the policy")
     args = ap.parse_args(argv)
 
@@ -184,7 +87,9 @@ def main(argv=None):
         print(f"[dp-ros deploy] NOTE: no trained model in {default_checkpoint()}; using an UNTRAINED "
               f"checkpoint ({checkpoint}). Expect the arm to move without solving the task.", flush=True)
     config = Path(args.config) if args.config else default_config()
-    specs = deploy_graph(sim=not args.hardware, checkpoint=checkpoint, config_file=config)
+    specs = deploy_graph(sim=not args.hardware, checkpoint=checkpoint, config_file=config, seed=args.seed)
+    if args.episode_timeout and not args.hardware:
+        next(s for s in specs if s.name == "sim_world_node").overrides["episode_timeout_s"] = args.episode_timeout
     ckpt = read_checkpoint_config(checkpoint)
     note = ckpt.get("extra", {}).get("note")
     if note:
@@ -205,7 +110,7 @@ def main(argv=None):
         print("[dp-ros deploy] policy ready", flush=True)
         if args.hardware:
             while True:
-                _check_alive(procs)
+                check_alive(procs)
                 time.sleep(0.2)
         for i in range(args.episodes):
             ep = run_episode(monitor, procs, i)

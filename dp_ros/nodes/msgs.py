@@ -3,6 +3,8 @@
 Poses are numpy (7,) [x, y, z, qx, qy, qz, qw]; times are integer nanoseconds of ROS time.
 """
 
+import json
+
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import PoseStamped, Transform
@@ -104,3 +106,14 @@ def msg_to_trajectory(msg: MultiDOFJointTrajectory):
         poses.append([tr.translation.x, tr.translation.y, tr.translation.z,
                       tr.rotation.x, tr.rotation.y, tr.rotation.z, tr.rotation.w])
     return np.asarray(times, dtype=np.int64), np.asarray(poses, dtype=np.float64).reshape(-1, 7)
+
+
+def task_state_from_msg(msg) -> dict:
+    """The sim world's task state: DiagnosticStatus key/values, each value JSON-encoded."""
+    state = {}
+    for kv in msg.values:
+        try:
+            state[kv.key] = json.loads(kv.value)
+        except ValueError:
+            state[kv.key] = kv.value
+    return state

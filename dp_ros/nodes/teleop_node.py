@@ -25,7 +25,7 @@ from dp_ros.core.teleop import TeleopMapper
 from dp_ros.data.bag_writer import EpisodeBagWriter
 from dp_ros.graph import default_config, load_params
 from dp_ros.nodes.common import Diagnostics, declare, run
-from dp_ros.nodes.msgs import msg_to_pose, ns_to_time, pose_to_msg
+from dp_ros.nodes.msgs import msg_to_pose, ns_to_time, pose_to_msg, task_state_from_msg
 
 # recorded topic -> (message class, ROS type name); cameras are added per camera name
 RECORDED = {
@@ -142,13 +142,7 @@ class TeleopNode(Node):
                 self.mapper.reset(pose)
 
     def _on_task(self, msg):
-        state = {}
-        for kv in msg.values:
-            try:
-                state[kv.key] = json.loads(kv.value)
-            except ValueError:
-                state[kv.key] = kv.value
-        self.task_state = state
+        self.task_state = task_state_from_msg(msg)
 
     def _record(self, topic, data):
         writer = self.writer

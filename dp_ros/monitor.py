@@ -1,0 +1,103 @@
+"""The runners' window into a running graph: an rclpy node that calls the graph's services, keeps
+the latest sim task state and diagnostics, and measures request -> chunk latency."""
+
+import threading
+import time
+
+from dp_ros import topics
+from dp_ros.nodes.msgs import task_state_from_msg
+from dp_ros.processes import NodeProcesses
+
+
+class NodeDied(RuntimeError):
+    pass
+
+
+class GraphMonitor:
+    """An rclpy node in the runner's process: drives episodes through the graph's services and
+    collects what the summary reports."""
+
+    def __init__(self):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+        from rclpy.executors import SingleThreadedExecutor
+        from std_msgs.msg import Header
+        from std_srvs.srv import SetBool, Trigger
+        from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+        self._rclpy = rclpy
+        self._SetBool, self._Trigger = SetBool, Trigger
+        rclpy.init(args=[])
+        self.node = rclpy.create_node("dp_ros_runner")
+        self.task = {}
+        self.diagnostics = {}
+        self.latencies_s = []
+        self._request_t = None
+        n = self.node
+        n.create_subscription(DiagnosticStatus, topics.SIM_TASK_STATE, self._on_task, 10)
+        n.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diag, 50)
+        n.create_subscription(Header, topics.POLICY_REQUEST, self._on_request, 10)
+        n.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK, self._on_chunk, 10)
+        self.clients = {
+            "scheduler": n.create_client(SetBool, topics.SCHEDULER_ENABLE),
+            "servo": n.create_client(SetBool, topics.SERVO_ENABLE),
+            "reset": n.create_client(Trigger, topics.SIM_RESET),
+            "record_start": n.create_client(Trigger, topics.RECORD_START),
+            "record_stop": n.create_client(Trigger, topics.RECORD_STOP),
+            "record_discard": n.create_client(Trigger, topics.RECORD_DISCARD),
+            "teleop_resync": n.create_client(Trigger, topics.TELEOP_RESYNC),
+        }
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(n)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_task(self, msg):
+        self.task = task_state_from_msg(msg)
+
+    def _on_diag(self, msg):
+        for status in msg.status:
+            self.diagnostics[status.name.strip("/")] = (status.message, {kv.key: kv.value for kv in status.values})
+
+    def _on_request(self, msg):
+        self._request_t = time.monotonic()
+
+    def _on_chunk(self, msg):
+        if self._request_t is not None:
+            self.latencies_s.append(time.monotonic() - self._request_t)
+            self._request_t = None
+
+    def call(self, name, value=None, timeout_s=5.0):
+        client = self.clients[name]
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"service {client.srv_name} not available")
+        req = self._SetBool.Request(data=value) if value is not None else self._Trigger.Request()
+        done = threading.Event()
+        future = client.call_async(req)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"service {client.srv_name} did not answer in {timeout_s} s")
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        if self._rclpy.ok():
+            self._rclpy.shutdown()
+
+
+def check_alive(procs: NodeProcesses):
+    dead = procs.dead()
+    if dead:
+        name, code = next(iter(dead.items()))
+        raise NodeDied(f"node {name} exited with code {code}; last log lines:\n{procs.log_tail(name)}")
+
+
+def wait_until(predicate, timeout_s, procs, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        check_alive(procs)
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")

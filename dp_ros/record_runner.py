@@ -1,0 +1,107 @@
+"""`dp-ros record`: record teleop demonstrations without launch_ros (ROS 2 from pip wheels).
+
+Starts the teleop graph (launch/teleop.launch.py starts the same one). With the simulated world
+and the scripted expert it records N episodes by itself: reset the world, re-sync the teleop
+target, record until the task is done, keep the bag (success is in its metadata). With a real
+SpaceMouse the operator drives: button 1 starts/stops an episode, and the /teleop/* services
+do the same; the runner waits for Ctrl-C.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dp_ros.graph import default_config, teleop_graph
+from dp_ros.monitor import GraphMonitor, NodeDied, check_alive, wait_until
+from dp_ros.processes import NodeProcesses, stop_on_signals
+
+
+def record_episode(monitor: GraphMonitor, procs: NodeProcesses, settle_s=0.5):
+    monitor.call("servo", False)
+    reset = json.loads(monitor.call("reset").message)
+    wait_until(lambda: monitor.task.get("episode") == reset["episode"], 5.0, procs, "the world reset")
+    time.sleep(settle_s)                 # measured pose of the teleported arm reaches teleop
+    monitor.call("teleop_resync")
+    monitor.call("servo", True)
+    started = monitor.call("record_start")
+    if not started.success:
+        raise RuntimeError(f"could not start recording: {started.message}")
+    while True:
+        check_alive(procs)
+        task = dict(monitor.task)
+        if task.get("episode") == reset["episode"] and task.get("done"):
+            break
+        time.sleep(0.05)
+    stopped = monitor.call("record_stop")
+    if not stopped.success:
+        raise RuntimeError(f"could not stop recording: {stopped.message}")
+    info = json.loads(stopped.message)
+    return {"seed": reset["seed"], "success": bool(task.get("success")), "path": info["path"],
+            "duration_s": task.get("elapsed_s"), "final_coverage": task.get("coverage")}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="dp-ros record", description=__doc__.split("\n")[0])
+    ap.add_argument("--hardware", action="store_true", help="real UR5 + RealSense (default: sim world)")
+    ap.add_argument("--device", choices=["scripted", "spacenav"], default=None,
+                    help="teleop input (default: scripted in sim, spacenav on hardware)")
+    ap.add_argument("--task", choices=["reach", "pusht"], default=None, help="sim task (default: config)")
+    ap.add_argument("--episodes", type=int, default=5, help="episodes to record with the scripted expert")
+    ap.add_argument("--out", default="data/demos", help="directory of episode bags")
+    ap.add_argument("--episode-timeout", type=float, default=None, help="sim episode limit (s)")
+    ap.add_argument("--seed", type=int, default=None, help="sim: episode k uses seed + k + 1 (default: config)")
+    ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
+    ap.add_argument("--log-dir", default=None)
+    args = ap.parse_args(argv)
+
+    sim = not args.hardware
+    device = args.device or ("scripted" if sim else "spacenav")
+    if device == "scripted" and not sim:
+        ap.error("the scripted expert needs the simulated world")
+    config = Path(args.config) if args.config else default_config()
+    specs = teleop_graph(sim, config, device=device, task=args.task, output_dir=Path(args.out).resolve(),
+                         episode_timeout_s=args.episode_timeout, seed=args.seed)
+    log_dir = Path(args.log_dir or f"runs/record-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"[dp-ros record] {'sim' if sim else 'hardware'}, {device} input -> {args.out}; logs in {log_dir}",
+          flush=True)
+    stop_on_signals()
+    procs = NodeProcesses(specs, config, log_dir)
+    monitor = None
+    episodes = []
+    code = 0
+    try:
+        procs.start()
+        monitor = GraphMonitor()
+        wait_until(lambda: "teleop_node" in monitor.diagnostics, 120, procs, "the teleop node")
+        if device != "scripted":
+            print("[dp-ros record] ready: button 1 (or the /teleop/start_episode service) starts and stops "
+                  "an episode; Ctrl-C ends the session", flush=True)
+            while True:
+                check_alive(procs)
+                time.sleep(0.2)
+        for i in range(args.episodes):
+            ep = record_episode(monitor, procs)
+            episodes.append(ep)
+            print(f"[dp-ros record] episode {i}: success={ep['success']} t={ep['duration_s']}s -> {ep['path']}",
+                  flush=True)
+    except KeyboardInterrupt:
+        print("[dp-ros record] interrupted: stopping (an episode in progress is kept, marked interrupted)",
+              flush=True)
+    except (NodeDied, TimeoutError, RuntimeError) as exc:
+        print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        procs.stop()
+        if monitor is not None:
+            monitor.close()
+    if episodes:
+        summary = {"episodes": len(episodes), "successes": sum(e["success"] for e in episodes),
+                   "out": str(Path(args.out).resolve()), "details": episodes}
+        print(json.dumps(summary, indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
