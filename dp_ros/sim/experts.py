@@ -1,0 +1,561 @@
+"""Scripted demonstration experts: they drive the teleop node's SpaceMouse input in simulation.
+
+An expert sees what the teleop node sees (the sim task state, the measured TCP pose and the
+teleop target) and returns a SpaceMouseEvent, exactly what a human's SpaceMouse would give. The
+teleop node turns it into target motion: per-axis deadzone (rescaled outside it, as
+dp_ros.core.teleop.TeleopMapper does), target += translation * max_speed * dt, clipped to the
+workspace. Experts close the loop on the teleop target, so a different deadzone law, clipping or
+a dropped event only delays them.
+
+- ReachExpert: a human-like reach (reaction time, minimum-jerk speed, curved path, wobble,
+  occasional hesitation), then hold still on the target.
+- PushTExpert: push-primitive planning over a private copy of the Push-T physics. Each plan samples
+  contact points on the T's faces, push directions and lengths, simulates each push from the
+  current block pose, and picks (with some randomness) one that brings the T's outline closest
+  to the goal; the pusher then travels around the block (visibility graph around the inflated T)
+  to the contact and pushes. It re-plans after each push or when the block moved unexpectedly.
+Task coordinates are the task plane's units (0..512, x right, y down), see TaskPlaneMapping.
+"""
+
+import abc
+import time
+
+import numpy as np
+from shapely import affinity
+from shapely.geometry import LineString, Point, Polygon
+from shapely.prepared import prep
+
+from dp_ros.hardware.base import SpaceMouseEvent
+
+from .pusht import PushTTask
+from .world import TaskPlaneMapping
+
+# The T's outline in its body frame (gym-pusht's add_tee, scale 30): bar on top, stem down.
+T_OUTLINE = np.array([(-60, 0), (60, 0), (60, 30), (15, 30), (15, 120), (-15, 120), (-15, 30), (-60, 30)],
+                     dtype=float)
+_T_POLY = Polygon(T_OUTLINE)
+PUSHER_RADIUS = 15.0
+
+
+def _as_rng(rng):
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+def _rot(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def t_points(pose, local=T_OUTLINE):
+    """Body-frame points -> task units for a block pose (x, y, theta) (pymunk's rotation)."""
+    return np.asarray(local) @ _rot(pose[2]).T + np.asarray(pose[:2], dtype=float)
+
+
+def pose_error(pose, goal):
+    """Mean distance (task units) between the T's outline corners at pose and at goal."""
+    return float(np.linalg.norm(t_points(pose) - t_points(goal), axis=1).mean())
+
+
+def _place(poly, pose):
+    c, s = np.cos(pose[2]), np.sin(pose[2])
+    return affinity.affine_transform(poly, [c, -s, s, c, float(pose[0]), float(pose[1])])
+
+
+class _Commander:
+    """Desired teleop-target motion (task units) -> SpaceMouse translation in [-1, 1]."""
+
+    def __init__(self, mapping, max_speed_m_s, dt_s, deadzone=0.05, n_buttons=2):
+        self.mapping = mapping
+        self.max_speed = float(max_speed_m_s)
+        self.dt = float(dt_s)
+        self.deadzone = float(deadzone)
+        self.n_buttons = int(n_buttons)
+        # Fastest target speed along each task axis (units/s); the slower one bounds path speeds.
+        self.max_speed_units = float(self.max_speed * np.min(mapping.units_per_m))
+
+    def event(self, target_task, desired_task):
+        d_m = self.mapping.to_robot(desired_task) - self.mapping.to_robot(target_task)
+        frac = d_m / (self.max_speed * self.dt)
+        peak = np.max(np.abs(frac))
+        if peak > 1.0:
+            frac = frac / peak  # keep the direction when saturating
+        # Moves under ~0.2 task units are not worth a command (the hand rests).
+        small = np.abs(frac) * self.max_speed * self.dt * self.mapping.units_per_m < 0.2
+        # Undo the teleop's rescaled deadzone so the target moves by what was asked.
+        cmd = np.sign(frac) * (self.deadzone + np.abs(frac) * (1.0 - self.deadzone))
+        cmd[small] = 0.0
+        return self.make(np.clip(cmd, -1.0, 1.0))
+
+    def hold(self):
+        return self.make(np.zeros(2))
+
+    def make(self, xy):
+        return SpaceMouseEvent(translation=np.array([xy[0], xy[1], 0.0]), rotation=np.zeros(3),
+                               buttons=(False,) * self.n_buttons, time_s=time.monotonic())
+
+
+class _Move:
+    """A polyline followed at a trapezoidal speed profile (accelerate, cruise, brake to v_end)."""
+
+    def __init__(self, points, v_cruise, accel, v_start=0.0, v_end=0.0):
+        self.points = np.asarray(points, dtype=float).reshape(-1, 2)
+        seg = np.linalg.norm(np.diff(self.points, axis=0), axis=1)
+        self.cum = np.concatenate([[0.0], np.cumsum(seg)])
+        self.length = float(self.cum[-1])
+        self.v_cruise, self.accel = float(v_cruise), float(accel)
+        self.v_start, self.v_end = float(v_start), float(v_end)
+        self.s = 0.0
+        self.v = self.v_start
+
+    @property
+    def finished(self):
+        return self.s >= self.length - 1e-9
+
+    def point(self, s):
+        if self.length <= 0:
+            return self.points[-1].copy()
+        i = int(np.clip(np.searchsorted(self.cum, s, side="right") - 1, 0, len(self.points) - 2))
+        seg = self.cum[i + 1] - self.cum[i]
+        a = 0.0 if seg <= 0 else (s - self.cum[i]) / seg
+        return self.points[i] + np.clip(a, 0.0, 1.0) * (self.points[i + 1] - self.points[i])
+
+    def advance(self, dt):
+        remaining = self.length - self.s
+        brake = np.sqrt(self.v_end ** 2 + 2.0 * self.accel * remaining)
+        self.v = min(self.v_cruise, self.v + self.accel * dt, brake)
+        # Never creep: the last bit is covered at the braking speed's floor.
+        self.s = min(self.length, self.s + max(self.v, 0.25 * self.accel * dt) * dt)
+        return self.point(self.s)
+
+
+class Expert(abc.ABC):
+    """A scripted SpaceMouse user. act() is called once per teleop control step."""
+
+    done = False
+
+    @abc.abstractmethod
+    def reset(self, seed=None):
+        """Forget the episode; a seed re-seeds the expert's own randomness."""
+
+    @abc.abstractmethod
+    def act(self, task_state: dict, tcp_pose: np.ndarray, target_xy_m: np.ndarray) -> SpaceMouseEvent:
+        """One SpaceMouse event for this control step (translation in [-1, 1], robot axes)."""
+
+
+class _EpisodeTracker:
+    # The teleop node keeps one expert across episodes and only sometimes calls reset(); a new
+    # seed or a clock that went back means the world was reset under us.
+    def __init__(self):
+        self.key = None
+
+    def new_episode(self, state):
+        seed, t = state.get("seed"), float(state.get("episode_time_s", 0.0))
+        fresh = self.key is None or seed != self.key[0] or t < self.key[1] - 1e-9
+        self.key = (seed, t)
+        return fresh
+
+    def clear(self):
+        self.key = None
+
+
+class ReachExpert(Expert):
+    """Move the pusher onto the target disc the way a person would, then hold still.
+
+    Per episode: a reaction pause, a slightly curved path (quadratic Bezier) to a point near the
+    target centre, a minimum-jerk speed profile at a random pace, a little hand wobble that fades
+    out near the end, and sometimes a short hesitation mid-way.
+    """
+
+    def __init__(self, mapping: TaskPlaneMapping, max_speed_m_s=0.25, dt_s=0.1, rng=None, deadzone=0.05):
+        self.mapping = mapping
+        self.dt = float(dt_s)
+        self.cmd = _Commander(mapping, max_speed_m_s, dt_s, deadzone)
+        self.rng = _as_rng(rng)
+        self._episode = _EpisodeTracker()
+        self._plan = None
+        self.done = False
+
+    def reset(self, seed=None):
+        if seed is not None:
+            self.rng = _as_rng(seed)
+        self._episode.clear()
+        self._plan = None
+        self.done = False
+
+    def _make_plan(self, start, goal):
+        rng = self.rng
+        aim = goal + rng.normal(0.0, 3.0, 2).clip(-6.0, 6.0)
+        d = aim - start
+        dist = float(np.linalg.norm(d))
+        normal = np.array([-d[1], d[0]]) / max(dist, 1e-9)
+        ctrl = start + 0.5 * d + normal * rng.normal(0.0, 0.12) * dist
+        vmax = self.cmd.max_speed_units
+        # Minimum jerk peaks at 1.875x the mean speed; keep the peak under the device's top speed.
+        v_mean = rng.uniform(0.28, 0.48) * vmax
+        duration = max(0.6, dist / v_mean)
+        pause_at = rng.uniform(0.3, 0.7) if rng.random() < 0.15 else None
+        return {"start": start, "ctrl": ctrl, "aim": aim, "duration": duration,
+                "delay": rng.uniform(0.1, 0.5), "pause_at": pause_at, "pause": rng.uniform(0.2, 0.5),
+                "wobble": np.zeros(2), "wobble_amp": rng.uniform(0.5, 2.5), "t": 0.0, "paused": 0.0}
+
+    def _reference(self, p):
+        tau = np.clip((p["t"] - p["delay"]) / p["duration"], 0.0, 1.0)
+        s = 10 * tau ** 3 - 15 * tau ** 4 + 6 * tau ** 5
+        a, c, b = p["start"], p["ctrl"], p["aim"]
+        ref = (1 - s) ** 2 * a + 2 * (1 - s) * s * c + s ** 2 * b
+        return ref + p["wobble"] * np.sin(np.pi * s), tau
+
+    def act(self, task_state, tcp_pose, target_xy_m):
+        target = self.mapping.to_task(np.asarray(target_xy_m, dtype=float)[:2])
+        if self._episode.new_episode(task_state):
+            self._plan = self._make_plan(target, np.asarray(task_state["target_xy"], dtype=float))
+            self.done = False
+        if task_state.get("success"):
+            self.done = True
+        p = self._plan
+        if self.done or p is None:
+            return self.cmd.hold()
+        # Hesitation: freeze the clock once, part-way along.
+        tau_now = (p["t"] - p["delay"]) / p["duration"]
+        if p["pause_at"] is not None and tau_now >= p["pause_at"] and p["paused"] < p["pause"]:
+            p["paused"] += self.dt
+            return self.cmd.hold()
+        p["t"] += self.dt
+        # Wobble: a slow random walk pulled back to zero (Ornstein-Uhlenbeck).
+        p["wobble"] += -0.3 * p["wobble"] + self.rng.normal(0.0, p["wobble_amp"], 2)
+        ref, tau = self._reference(p)
+        if tau >= 1.0:
+            # Arrived: correct only if the target is noticeably off the disc centre, else rest.
+            ref = p["aim"] if np.linalg.norm(target - p["aim"]) > 4.0 else target
+        return self.cmd.event(target, ref)
+
+
+class PushPlanner:
+    """Samples push primitives and scores them by simulating them on a private PushTTask.
+
+    A primitive is (contact point on a T face, push direction within the friction cone around the
+    inward normal, push length). The block is at rest whenever it is not pushed (gym-pusht's space
+    has damping 0, so pymunk zeroes its velocity every step), so a clone from (pusher, block pose)
+    via set_state is exact up to the contact solver's warm start: quasi-static planning is sound.
+    """
+
+    def __init__(self, rng, n_samples=40, n_refine=20, n_continue=10, physics_dt=0.01, sim_speed=150.0,
+                 standoff=6.0, bounds=(14.0, 498.0)):
+        self.rng = rng
+        self.n_samples, self.n_refine, self.n_continue = int(n_samples), int(n_refine), int(n_continue)
+        self.physics_dt = float(physics_dt)
+        self.sim_step = float(sim_speed) * self.physics_dt  # pusher travel per physics substep
+        self.standoff = float(standoff)
+        self.lo, self.hi = float(bounds[0]), float(bounds[1])
+        self.sim = PushTTask(pusher_tracking="kinematic", physics_dt=physics_dt)
+        a, b = T_OUTLINE, np.roll(T_OUTLINE, -1, axis=0)
+        edge = b - a
+        self._face_a, self._face_edge = a, edge
+        self._face_len = np.linalg.norm(edge, axis=1)
+        # The outline runs counter-clockwise (interior on the left), so the outward normal is (ey, -ex).
+        self._face_n = np.stack([edge[:, 1], -edge[:, 0]], axis=1) / self._face_len[:, None]
+        self.rollouts = 0
+
+    # -- simulation --------------------------------------------------------------------------
+    def rollout(self, start, u, length, block_pose):
+        """Block pose after the pusher moves from start along unit u for length units."""
+        sim = self.sim
+        sim.set_state(start, block_pose)
+        n = max(1, int(np.ceil(length / self.sim_step)))
+        for k in range(1, n + 1):
+            sim.step(start + u * (length * k / n), self.physics_dt)
+        self.rollouts += 1
+        return sim.block_pose
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _contact_candidates(self, n, err, block_pose, faces=None, ts=None, phis=None, lengths=None):
+        rng = self.rng
+        if faces is None:
+            faces = rng.choice(len(self._face_len), size=n, p=self._face_len / self._face_len.sum())
+            ts = rng.uniform(0.03, 0.97, n)
+            phis = rng.uniform(-0.6, 0.6, n)  # friction coefficient 1: cone of +-45 deg, stay inside
+            lmax = float(np.clip(2.0 * err + 15.0, 15.0, 160.0))
+            lengths = np.exp(rng.uniform(np.log(3.0), np.log(lmax), n))
+        R = _rot(block_pose[2])
+        c = (self._face_a[faces] + ts[:, None] * self._face_edge[faces]) @ R.T + block_pose[:2]
+        nrm = self._face_n[faces] @ R.T
+        cp, sp = np.cos(phis), np.sin(phis)
+        inward = -nrm
+        u = np.stack([cp * inward[:, 0] - sp * inward[:, 1], sp * inward[:, 0] + cp * inward[:, 1]], axis=1)
+        touch = c + PUSHER_RADIUS * nrm
+        start = touch - self.standoff * u
+        return [dict(kind="contact", face=int(f), t=float(t), phi=float(ph), length=float(L),
+                     start=s, u=uu, push=float(L) + self.standoff)
+                for f, t, ph, L, s, uu in zip(faces, ts, phis, lengths, start, u)]
+
+    def _continue_candidates(self, n, err, pusher, block_poly, last_u):
+        """Keep pushing from where the pusher is (already at the block): no travel needed."""
+        rng = self.rng
+        if n <= 0 or block_poly.distance(Point(pusher)) > PUSHER_RADIUS + 4.0:
+            return []
+        nearest = np.array(block_poly.exterior.interpolate(block_poly.exterior.project(Point(pusher))).coords[0])
+        inward = nearest - pusher
+        if np.linalg.norm(inward) < 1e-6:
+            return []
+        base = np.arctan2(inward[1], inward[0])
+        out = []
+        lmax = float(np.clip(2.0 * err + 15.0, 15.0, 160.0))
+        for _ in range(n):
+            a = base + rng.uniform(-0.7, 0.7)
+            u = np.array([np.cos(a), np.sin(a)])
+            L = float(np.exp(rng.uniform(np.log(3.0), np.log(lmax))))
+            out.append(dict(kind="continue", start=pusher.copy(), u=u, length=L, push=L))
+        return out
+
+    # -- planning ----------------------------------------------------------------------------
+    def plan(self, block_pose, pusher, goal_pose, last_u=None, temperature=1.0, travel_weight=0.012,
+             length_weight=0.004):
+        """Best-ish primitive: dict with start, u, push (length), predicted pose, score; or None."""
+        block_pose = np.asarray(block_pose, dtype=float)
+        pusher = np.asarray(pusher, dtype=float)
+        err = pose_error(block_pose, goal_pose)
+        block_poly = _place(_T_POLY, block_pose)
+        prepared = prep(block_poly.buffer(PUSHER_RADIUS + 1.5, join_style="mitre"))
+
+        def evaluate(cands):
+            done = []
+            for cnd in cands:
+                s = cnd["start"]
+                if cnd["kind"] == "contact":
+                    if not (self.lo <= s[0] <= self.hi and self.lo <= s[1] <= self.hi):
+                        continue
+                    if prepared.contains(Point(s)):  # the disc would already overlap the T there
+                        continue
+                end = s + cnd["u"] * cnd["push"]
+                if not (self.lo <= end[0] <= self.hi and self.lo <= end[1] <= self.hi):
+                    continue
+                pose = self.rollout(s, cnd["u"], cnd["push"], block_pose)
+                cnd["pose"] = pose
+                cnd["error"] = pose_error(pose, goal_pose)
+                travel = 0.0 if cnd["kind"] == "continue" else float(np.linalg.norm(s - pusher))
+                cnd["score"] = cnd["error"] + travel_weight * travel + length_weight * cnd["push"]
+                done.append(cnd)
+            return done
+
+        cands = evaluate(self._contact_candidates(self.n_samples, err, block_pose)
+                         + self._continue_candidates(self.n_continue, err, pusher, block_poly, last_u))
+        # Refine around the best contact pushes (a one-step cross-entropy update).
+        elite = sorted([c for c in cands if c["kind"] == "contact"], key=lambda c: c["score"])[:4]
+        if elite and self.n_refine > 0:
+            rng = self.rng
+            pick = rng.integers(0, len(elite), self.n_refine)
+            faces = np.array([elite[i]["face"] for i in pick])
+            ts = np.clip([elite[i]["t"] + rng.normal(0, 0.06) for i in pick], 0.03, 0.97)
+            phis = np.clip([elite[i]["phi"] + rng.normal(0, 0.12) for i in pick], -0.6, 0.6)
+            lengths = np.clip([elite[i]["length"] * np.exp(rng.normal(0, 0.25)) for i in pick], 2.0, 200.0)
+            cands += evaluate(self._contact_candidates(0, err, block_pose, faces, ts, phis, lengths))
+        if not cands:
+            return None
+        scores = np.array([c["score"] for c in cands])
+        # Softmax choice among the good ones: varied demonstrations, still (nearly) greedy.
+        temp = temperature * (0.04 * err + 0.15)
+        w = np.exp(-(scores - scores.min()) / max(temp, 1e-6))
+        order = np.argsort(scores)[:6]
+        p = w[order] / w[order].sum()
+        ranked = [cands[i] for i in self.rng.choice(order, size=len(order), replace=False, p=p)]
+        for c in ranked:
+            c["error_before"] = err
+        return ranked
+
+
+class _Router:
+    """Collision-free travel for the pusher disc around the T (visibility graph on an inflated T)."""
+
+    def __init__(self, bounds=(14.0, 498.0)):
+        self.lo, self.hi = float(bounds[0]), float(bounds[1])
+
+    def _inside(self, p):
+        return self.lo <= p[0] <= self.hi and self.lo <= p[1] <= self.hi
+
+    def route(self, pusher, start, u, block_pose, margin):
+        """Waypoints from pusher to start (the pre-contact point), ending with a straight run-in
+        along u; None if there is none."""
+        block = _place(_T_POLY, block_pose)
+        clear = PUSHER_RADIUS + 2.0  # what the pusher centre must keep from the T while travelling
+        tight = prep(block.buffer(clear, join_style="mitre"))
+        keep_out = block.buffer(PUSHER_RADIUS + margin, join_style="mitre")
+        ring = block.buffer(PUSHER_RADIUS + margin + 3.0, join_style="mitre")
+        keep_out_p = prep(keep_out)
+
+        # Direct when the straight line is clear.
+        if not tight.intersects(LineString([pusher, start])) or np.linalg.norm(start - pusher) < 1e-6:
+            return [pusher, start]
+        # Run-in: back off from start against u until outside the keep-out zone.
+        run_in = None
+        for back in np.arange(4.0, 220.0, 4.0):
+            q = start - u * back
+            if not self._inside(q):
+                break
+            if not keep_out_p.contains(Point(q)):
+                run_in = q
+                break
+        if run_in is None or tight.intersects(LineString([run_in, start])):
+            return None
+        # Leave: if the pusher is close to the block, step out to the ring first.
+        path_head = [pusher]
+        src = pusher
+        if keep_out_p.contains(Point(pusher)):
+            ext = ring.exterior
+            src = np.array(ext.interpolate(ext.project(Point(pusher))).coords[0])
+            path_head.append(src)
+        nodes = [src, run_in] + [np.array(p) for p in ring.exterior.coords[:-1] if self._inside(p)]
+        n = len(nodes)
+        INF = np.inf
+        dist = np.full(n, INF)
+        prev = np.full(n, -1)
+        dist[0] = 0.0
+        todo = set(range(n))
+        while todo:
+            i = min(todo, key=lambda k: dist[k])
+            if dist[i] == INF or i == 1:
+                break
+            todo.remove(i)
+            for j in todo:
+                d = dist[i] + np.linalg.norm(nodes[i] - nodes[j])
+                if d < dist[j] and not keep_out_p.intersects(LineString([nodes[i], nodes[j]])):
+                    dist[j], prev[j] = d, i
+        if dist[1] == INF:
+            return None
+        chain, k = [], 1
+        while k != -1:
+            chain.append(nodes[k])
+            k = prev[k]
+        return path_head + chain[::-1][1:] + [start]
+
+
+class PushTExpert(Expert):
+    """Solves Push-T through the SpaceMouse interface by planned pushes (see PushPlanner).
+
+    Cycle: plan -> travel around the T to the contact (fast, slowing for the run-in) -> push
+    straight at a random human-like speed -> let the arm settle -> plan again. Travel is
+    aborted and re-planned if the block moved (brushed on the way). Randomness: the sampled
+    candidates, a softmax choice among the best, travel clearance, speeds, short pauses.
+    Planning compute per plan is bounded by the sample counts (n_samples + n_refine + n_continue
+    rollouts of at most ~1 s of physics each).
+    """
+
+    def __init__(self, mapping: TaskPlaneMapping, max_speed_m_s=0.25, dt_s=0.1, rng=None, deadzone=0.05,
+                 n_samples=40, n_refine=20, n_continue=10, temperature=1.0, bounds=(14.0, 498.0),
+                 physics_dt=0.01):
+        self.mapping = mapping
+        self.dt = float(dt_s)
+        self.cmd = _Commander(mapping, max_speed_m_s, dt_s, deadzone)
+        self.rng = _as_rng(rng)
+        self.temperature = float(temperature)
+        self.planner = PushPlanner(self.rng, n_samples, n_refine, n_continue, physics_dt, bounds=bounds)
+        self.router = _Router(bounds)
+        self._episode = _EpisodeTracker()
+        self.stats = {"plans": 0, "replans": 0}
+        self._clear()
+
+    def _clear(self):
+        self.done = False
+        self.mode = "plan"
+        self._move = None
+        self._wait = 0.0
+        self._settle = 0
+        self._push = None
+        self._last_u = None
+        self._plan_pose = None
+
+    def reset(self, seed=None):
+        if seed is not None:
+            self.rng = _as_rng(seed)
+            self.planner.rng = self.rng
+        self._episode.clear()
+        self._clear()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _plan(self, block_pose, pusher, goal_pose):
+        self.stats["plans"] += 1
+        ranked = self.planner.plan(block_pose, pusher, goal_pose, self._last_u, self.temperature)
+        if not ranked:
+            return False
+        rng = self.rng
+        vmax = self.cmd.max_speed_units
+        for cand in ranked:
+            if cand["kind"] == "continue":
+                path = [pusher, pusher]
+            else:
+                path = self.router.route(pusher, cand["start"], cand["u"], block_pose, rng.uniform(7.0, 14.0))
+                if path is None:
+                    continue
+            end = cand["start"] + cand["u"] * cand["push"]
+            near = cand["error_before"] < 20.0
+            v_push = vmax * (rng.uniform(0.15, 0.3) if near else rng.uniform(0.3, 0.6))
+            accel = rng.uniform(1500.0, 2500.0)
+            travel = np.asarray(path[:-1] + [cand["start"]])
+            self._move = _Move(travel, v_cruise=vmax * rng.uniform(0.6, 0.9), accel=accel,
+                               v_end=min(v_push, 60.0))
+            self._push = _Move([cand["start"], end], v_cruise=v_push, accel=accel, v_start=min(v_push, 60.0))
+            self._last_u = cand["u"]
+            self._plan_pose = np.asarray(block_pose, dtype=float).copy()
+            self._pause = rng.uniform(0.1, 0.4) if rng.random() < 0.1 else 0.0
+            self.mode = "travel" if self._move.length > 1e-6 else "push"
+            self.predicted = cand["pose"]
+            return True
+        return False
+
+    def _moved(self, block_pose):
+        d = np.asarray(block_pose) - self._plan_pose
+        ang = abs((d[2] + np.pi) % (2 * np.pi) - np.pi)
+        return np.linalg.norm(d[:2]) > 2.0 or ang > np.deg2rad(2.0)
+
+    def act(self, task_state, tcp_pose, target_xy_m):
+        target = self.mapping.to_task(np.asarray(target_xy_m, dtype=float)[:2])
+        if self._episode.new_episode(task_state):
+            self._clear()
+        if task_state.get("success"):
+            self.done = True
+        if self.done:
+            return self.cmd.hold()
+        block = np.asarray(task_state["block_pose"], dtype=float)
+        goal = np.asarray(task_state["goal_pose"], dtype=float)
+        pusher = np.asarray(task_state["pusher_xy"], dtype=float)
+
+        if self.mode == "travel" and self._moved(block):
+            self.stats["replans"] += 1
+            self.mode = "plan"
+        if self.mode == "settle":
+            # The arm lags the target: wait until the pusher caught up before judging the push.
+            self._settle += 1
+            if np.linalg.norm(pusher - target) > 1.0 and self._settle < 5:
+                return self.cmd.hold()
+            self.mode = "plan"
+        if self.mode == "plan":
+            # Plan from where the pusher will be (the target), not where it lags behind.
+            if not self._plan(block, target, goal):
+                return self.cmd.hold()
+        if self.mode == "travel":
+            ref = self._move.advance(self.dt)
+            if self._move.finished:
+                self.mode = "pause" if self._pause > 0 else "push"
+            return self.cmd.event(target, ref)
+        if self.mode == "pause":
+            self._pause -= self.dt
+            if self._pause <= 0:
+                self.mode = "push"
+            return self.cmd.event(target, self._move.points[-1])
+        if self.mode == "push":
+            ref = self._push.advance(self.dt)
+            if self._push.finished:
+                self.mode, self._settle = "settle", 0
+            return self.cmd.event(target, ref)
+        return self.cmd.hold()
+
+
+def make_expert(task_name, mapping: TaskPlaneMapping, max_speed_m_s=0.25, dt_s=0.1, seed=0, **kwargs) -> Expert:
+    """The scripted expert for a sim task ('reach' or 'pusht'), with its own seeded randomness."""
+    rng = np.random.default_rng(seed)
+    if task_name == "reach":
+        return ReachExpert(mapping, max_speed_m_s, dt_s, rng, **kwargs)
+    if task_name == "pusht":
+        return PushTExpert(mapping, max_speed_m_s, dt_s, rng, **kwargs)
+    raise ValueError(f"no expert for task {task_name!r} (expected 'reach' or 'pusht')")
