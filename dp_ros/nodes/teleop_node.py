@@ -37,7 +37,8 @@ RECORDED = {
     topics.TELEOP_JOY: (Joy, "sensor_msgs/msg/Joy"),
 }
 SIM_RECORDED = {topics.SIM_TASK_STATE: (DiagnosticStatus, "diagnostic_msgs/msg/DiagnosticStatus")}
-SENSOR_TOPICS = {topics.ROBOT_TCP_POSE, topics.ROBOT_JOINTS, topics.SERVO_COMMAND}
+SENSOR_TOPICS = {topics.ROBOT_TCP_POSE, topics.ROBOT_JOINTS, topics.SERVO_COMMAND, topics.TELEOP_TWIST,
+                 topics.TELEOP_JOY}
 
 
 def _graph_defaults():
