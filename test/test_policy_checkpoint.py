@@ -67,6 +67,21 @@ def test_round_trip_same_predictions(saved):
     assert load_training_state(path)["optimizer"] == {"lr": 1e-4}
 
 
+def test_half_precision_weights_halve_the_file_and_predict_the_same(saved, tmp_path):
+    path, policy = saved
+    half = save_checkpoint(tmp_path / "half", policy, weights_dtype="float16")
+    full_size = (path / "model.safetensors").stat().st_size
+    assert (half / "model.safetensors").stat().st_size < 0.55 * full_size
+    loaded = load_checkpoint(half)
+    assert next(loaded.parameters()).dtype == torch.float32
+    a = policy.eval().predict_action(OBS, generator=torch.Generator().manual_seed(0))["action_pred"]
+    b = loaded.predict_action(OBS, generator=torch.Generator().manual_seed(0))["action_pred"]
+    span = (a.max() - a.min()).item()
+    assert (a - b).abs().max().item() < 0.02 * span
+    with pytest.raises(ValueError, match="weights_dtype"):
+        save_checkpoint(tmp_path / "bad", policy, weights_dtype="int8")
+
+
 def _copy(src, dst):
     dst.mkdir()
     for f in src.iterdir():

@@ -55,11 +55,13 @@ def _model_state(policy: DiffusionPolicy) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path_dir, policy: DiffusionPolicy, extra: dict | None = None,
-                    training_state: dict | None = None) -> Path:
+                    training_state: dict | None = None, weights_dtype: str | None = None) -> Path:
     """Write a checkpoint directory. `policy` holds the weights to deploy (pass the EMA model's
     averaged_model when training; it must carry the fitted normaliser). `extra`: JSON-able
     metadata (epoch, data set, git hash...). `training_state`: anything torch.save can store;
-    without it a stale training_state.pt from an earlier save is removed."""
+    without it a stale training_state.pt from an earlier save is removed. `weights_dtype`
+    ("float16" / "bfloat16") stores the floating-point weights at that precision to keep shipped
+    models small; load_checkpoint casts them back to the model's float32 parameters."""
     path = Path(path_dir)
     path.mkdir(parents=True, exist_ok=True)
     cfg = policy.config
@@ -71,8 +73,15 @@ def save_checkpoint(path_dir, policy: DiffusionPolicy, extra: dict | None = None
             "policy_config": cfg.to_dict(), "extra": dict(extra or {})}
     text = json.dumps(meta, indent=2, sort_keys=False)  # fails early if extra is not JSON-able
     meta_st = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
-    _atomic_write(path / MODEL_FILE,
-                  lambda p: save_file(_model_state(policy), p, metadata=meta_st))
+    weights = _model_state(policy)
+    if weights_dtype is not None:
+        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(weights_dtype)
+        if dtype is None:
+            raise ValueError(f"weights_dtype must be float16 or bfloat16, not {weights_dtype!r}")
+        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+        meta["weights_dtype"] = weights_dtype
+        text = json.dumps(meta, indent=2, sort_keys=False)
+    _atomic_write(path / MODEL_FILE, lambda p: save_file(weights, p, metadata=meta_st))
     _atomic_write(path / NORMALIZER_FILE,
                   lambda p: save_file(policy.normalizer.flat_state(), p, metadata=meta_st))
     ts = path / TRAINING_STATE_FILE

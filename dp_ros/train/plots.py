@@ -66,7 +66,7 @@ def action_chunks_image(demo, pred, obs_horizon: int, action_horizon: int,
                           EXEC_SHADE, -1)
             cv2.rectangle(img, (x0, y0), (x0 + pw - 1, y0 + ph - 1), AXIS_RGB, 1)
             cv2.polylines(img, [xy(demo[s, :, d], x0, y0)], False, DEMO_RGB, 2, cv2.LINE_AA)
-            cv2.polylines(img, [xy(pred[s, :, d], x0, y0)], False, PRED_RGB, 1, cv2.LINE_AA)
+            cv2.polylines(img, [xy(pred[s, :, d], x0, y0)], False, PRED_RGB, 1, cv2.LINE_8)
             if s == 0:
                 name = dim_names[d] if dim_names and d < len(dim_names) else f"a[{d}]"
                 cv2.putText(img, f"{name} [{lo:.3g}, {hi:.3g}]", (x0 + 4, y0 + 12), FONT, 0.35,
