@@ -81,6 +81,7 @@ class GraphMonitor:
 
     def close(self):
         self.executor.shutdown(timeout_sec=1.0)
+        self._thread.join(timeout=2.0)   # a spinning thread at interpreter exit aborts rclpy
         self.node.destroy_node()
         if self._rclpy.ok():
             self._rclpy.shutdown()

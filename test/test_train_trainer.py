@@ -135,17 +135,17 @@ def test_resume_continues_exactly(store, tmp_path):
 
 
 def test_loss_drops_when_overfitting(store, tmp_path):
-    cfg = tiny_config(store, "training.max_steps=60", "training.batch_size=8",
-                      "training.warmup_steps=5", "training.eval_every=1000",
-                      "training.checkpoint_every=1000", "training.lr=2e-3",
-                      "policy.prediction_type=sample")
+    # Low-dim only (no ResNet) so 150 steps take seconds; the camera path is covered above.
+    cfg = tiny_config(store, "data.cameras=[]", "policy.down_dims=[32,64]",
+                      "training.max_steps=150", "training.batch_size=16",
+                      "training.warmup_steps=10", "training.lr=3e-3", "training.log_every=10",
+                      "training.eval_every=1000", "training.checkpoint_every=1000")
     tr = Trainer(cfg, tmp_path / "fit", progress=False)
     tr.fit()
     tr.close()
     ls = losses(tmp_path / "fit")
-    first = np.mean([ls[s] for s in range(1, 9)])
-    last = np.mean([ls[s] for s in range(45, 61)])
-    assert last < 0.5 * first, (first, last)
+    assert sorted(ls) == list(range(10, 151, 10))
+    assert ls[150] < 0.3 * ls[10], ls
 
 
 def test_offline_eval_and_cli(store, tmp_path, capsys):

@@ -1,0 +1,12 @@
+"""`dp-ros bench inference|servo ...`: measurements that print JSON (no pass/fail)."""
+
+import sys
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "servo":
+        from dp_ros.bench_servo import main as servo_main
+        return servo_main(argv[1:])
+    from dp_ros.policy.bench import main as inference_main
+    return inference_main(argv)
