@@ -96,7 +96,7 @@ def train_diffusion(obs, action, obs_horizon, pred_horizon, action_horizon, seed
 
 
 @torch.no_grad()
-def sample_chunks(policy, obs, n_samples, seed, batch=1024):
+def sample_chunks(policy, obs, n_samples, seed, batch=1024, num_inference_steps=None):
     """obs: {name: (N, To, D)} -> action_pred samples (N, n_samples, Tp, Da). Each observation is
     repeated n_samples times so every sample starts from its own initial noise."""
     g = torch.Generator().manual_seed(seed)
@@ -105,7 +105,8 @@ def sample_chunks(policy, obs, n_samples, seed, batch=1024):
     total = n * n_samples
     out = []
     for i in range(0, total, batch):
-        out.append(policy.predict_action({k: v[i:i + batch] for k, v in rep.items()}, generator=g)["action_pred"])
+        out.append(policy.predict_action({k: v[i:i + batch] for k, v in rep.items()}, generator=g,
+                                         num_inference_steps=num_inference_steps)["action_pred"])
     pred = torch.cat(out).cpu().numpy()
     return pred.reshape(n, n_samples, *pred.shape[1:])
 
