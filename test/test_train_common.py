@@ -82,8 +82,8 @@ def test_plots_shapes():
     # the two series are drawn in their colours
     assert (img == np.array([0, 150, 0], np.uint8)).all(-1).any()
     assert (img == np.array([220, 30, 30], np.uint8)).all(-1).any()
-    strip = obs_strip_image({"top": torch.rand(2, 2, 3, 48, 64), "wrist": torch.rand(2, 2, 3, 24, 24)},
-                            max_height=48)
+    strip = obs_strip_image({"top": torch.rand(2, 2, 3, 48, 64),
+                             "wrist": torch.rand(2, 2, 3, 24, 24)}, max_height=48)
     assert strip.dtype == np.uint8 and strip.shape[0] == 2 * 48 + 2
     assert strip.shape[1] == 64 * 2 + 48 * 2 + 3 * 2
     with pytest.raises(ValueError):

@@ -62,7 +62,7 @@ class TrainingConfig:
     seed: int = 42
     num_workers: int = 4
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
-    mixed_precision: str = "auto"        # auto (CUDA: bf16 if supported else fp16) | no | bf16 | fp16
+    mixed_precision: str = "auto"        # auto | no | bf16 | fp16 (auto on CUDA: bf16 if supported)
     num_threads: int | None = None       # torch CPU threads; None: torch's default
     log_every: int = 50
     eval_every: int = 1000
@@ -128,7 +128,9 @@ def _coerce(value, hint, where: str):
             value = list(value)
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+        if not args:
+            return value
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -185,7 +187,8 @@ def _check_keys(section: str, given: dict, source: str) -> None:
     valid = _section_keys(section)
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(section + '.' + k for k in unknown)}"
+        names = ", ".join(f"{section}.{k}" for k in unknown)
+        raise ConfigError(f"{source}: unknown key(s) {names}"
                           f"; valid keys in {section!r}: {', '.join(valid)}")
 
 
@@ -306,7 +309,8 @@ def validate(cfg: TrainConfig) -> None:
     d, t, c = cfg.data, cfg.training, cfg.checkpoint
     need(0.0 <= d.val_ratio < 1.0, f"data.val_ratio must be in [0, 1), got {d.val_ratio}")
     for name, hw in (("data.image_size", d.image_size), ("data.crop", d.crop)):
-        need(hw is None or (len(hw) == 2 and min(hw) >= 1), f"{name} must be [H, W] or null, got {hw}")
+        need(hw is None or (len(hw) == 2 and min(hw) >= 1),
+             f"{name} must be [H, W] or null, got {hw}")
     if d.crop is not None and d.image_size is not None and len(d.crop) == 2 == len(d.image_size):
         need(d.crop[0] <= d.image_size[0] and d.crop[1] <= d.image_size[1],
              f"data.crop {d.crop} is larger than data.image_size {d.image_size}")
@@ -321,7 +325,8 @@ def validate(cfg: TrainConfig) -> None:
     need(t.num_workers >= 0, "training.num_workers must be >= 0")
     for k in ("log_every", "eval_every", "checkpoint_every", "eval_batches"):
         need(getattr(t, k) >= 1, f"training.{k} must be >= 1, got {getattr(t, k)}")
-    need(t.eval_batch_size is None or t.eval_batch_size >= 1, "training.eval_batch_size must be >= 1")
+    need(t.eval_batch_size is None or t.eval_batch_size >= 1,
+         "training.eval_batch_size must be >= 1")
     need(t.plot_samples >= 0, "training.plot_samples must be >= 0")
     need(t.num_threads is None or t.num_threads >= 1, "training.num_threads must be >= 1 or null")
     need(t.mixed_precision in MIXED_PRECISION,

@@ -61,7 +61,8 @@ def action_chunks_image(demo, pred, obs_horizon: int, action_horizon: int,
             def sx(k):
                 return int(round(x0 + margin + (k - 0.5) * step))
             ex0, ex1 = obs_horizon - 1, obs_horizon - 1 + action_horizon
-            cv2.rectangle(img, (max(sx(0), x0), y0 + 1), (sx(obs_horizon), y0 + ph - 2), OBS_SHADE, -1)
+            cv2.rectangle(img, (max(sx(0), x0), y0 + 1), (sx(obs_horizon), y0 + ph - 2),
+                          OBS_SHADE, -1)
             cv2.rectangle(img, (sx(ex0) + 1, y0 + 1), (min(sx(ex1), x0 + pw - 2), y0 + ph - 2),
                           EXEC_SHADE, -1)
             cv2.rectangle(img, (x0, y0), (x0 + pw - 1, y0 + ph - 1), AXIS_RGB, 1)

@@ -619,7 +619,9 @@ class Trainer:
     def writer(self):
         if self._writer is None and self.is_main:
             from torch.utils.tensorboard import SummaryWriter
-            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+            # On resume drop events a crashed run logged after the checkpoint we continue from.
+            self._writer = SummaryWriter(str(self.run_dir / "tb"),
+                                         purge_step=self.step + 1 if self.step else None)
         return self._writer
 
     def _log(self, record: dict) -> None:
