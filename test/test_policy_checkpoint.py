@@ -13,15 +13,6 @@ from dp_ros.policy.ema import EMAModel
 from dp_ros.policy.normalizer import LinearNormalizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: OpenMP threads only contend (10-100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make(**kw):
     base = dict(action_dim=2, lowdim_obs={"pose": 2}, cameras={"cam": [44, 44]}, crop=[40, 40],
                 down_dims=[16, 32], kernel_size=3, diffusion_step_embed_dim=16,

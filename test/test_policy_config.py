@@ -1,18 +1,8 @@
 import json
 
 import pytest
-import torch
 
 from dp_ros.policy.config import PolicyConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: OpenMP threads only contend (10-100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_defaults_match_the_paper():

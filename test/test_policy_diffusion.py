@@ -7,15 +7,6 @@ from dp_ros.policy.diffusion import DiffusionPolicy
 from dp_ros.policy.normalizer import LinearNormalizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: OpenMP threads only contend (10-100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SMALL_UNET = dict(down_dims=[16, 32], kernel_size=3, diffusion_step_embed_dim=16)
 SMALL_TF = dict(backbone="transformer", n_layer=2, n_head=2, n_emb=16, p_drop_attn=0.0)
 

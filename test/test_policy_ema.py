@@ -5,15 +5,6 @@ from torch import nn
 from dp_ros.policy.ema import EMAModel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: OpenMP threads only contend (10-100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_decay_schedule():
     ema = EMAModel(nn.Linear(2, 2))
     assert ema.get_decay(0) == 0.0 and ema.get_decay(1) == 0.0

@@ -1,17 +1,7 @@
-import pytest
 import torch
 
 from dp_ros.policy.transformer import TransformerForDiffusion
 from dp_ros.policy.unet import ConditionalResidualBlock1D, ConditionalUnet1D
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: OpenMP threads only contend (10-100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_unet_shapes():

@@ -5,15 +5,6 @@ import torch
 from dp_ros.policy.normalizer import LinearNormalizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: OpenMP threads only contend (10-100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data():
     rng = np.random.default_rng(0)
     return {"action": rng.uniform([-3, 10], [5, 12], size=(40, 16, 2)),

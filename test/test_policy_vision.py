@@ -1,18 +1,8 @@
-import pytest
 import torch
 from torch import nn
 
 from dp_ros.policy.config import PolicyConfig
 from dp_ros.policy.vision import ObsEncoder, SpatialSoftmax, crop_images, resnet18_trunk
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: OpenMP threads only contend (10-100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_groupnorm_replaces_every_batchnorm():

@@ -2,15 +2,11 @@
 SpaceMouse, teleop_node records MCAP bags, and the bags are checked with two independent readers,
 converted, and compared with what was published. Then the recorder is killed mid-episode."""
 
-import json
 import signal
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory

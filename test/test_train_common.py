@@ -65,14 +65,6 @@ def tiny_config(store, *extra, crop=None):
     return load_config(None, over)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_plots_shapes():
     from dp_ros.train.plots import action_chunks_image, obs_strip_image
     demo = torch.linspace(0, 1, 3 * 8 * 2).reshape(3, 8, 2)

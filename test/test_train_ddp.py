@@ -17,7 +17,7 @@ import torch
 
 from dp_ros.policy.checkpoint import load_training_state
 from dp_ros.train.trainer import Trainer
-from test_train_common import _one_thread, make_store, tiny_config  # noqa: F401
+from test_train_common import make_store, tiny_config  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ["training.max_steps=4", "training.eval_every=2", "training.checkpoint_every=2",

@@ -13,7 +13,7 @@ from dp_ros.train import cli
 from dp_ros.train.config import ConfigError
 from dp_ros.train.trainer import (SeededBatchSampler, Trainer, draw_randomness, make_dataset,
                                   offline_eval, place_crop_at_centre, sample_seed)
-from test_train_common import (FIXED_POSE, _one_thread, make_store,  # noqa: F401
+from test_train_common import (FIXED_POSE, make_store,  # noqa: F401
                                tiny_config)
 
 

@@ -10,7 +10,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from dp_ros import topics
 from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.nodes.common import Diagnostics, declare, run
-from dp_ros.nodes.msgs import msg_to_trajectory, ns_to_time, time_to_ns, trajectory_to_msg
+from dp_ros.nodes.msgs import msg_to_trajectory, ns_to_time, trajectory_to_msg
 
 # always set by the graph from the checkpoint
 FROM_CHECKPOINT = {"action_horizon": 8, "dt_s": 0.1}

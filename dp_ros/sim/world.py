@@ -5,7 +5,6 @@ hardware would (camera images, TCP pose, joint states) so every other node runs 
 Poses are numpy (7,) [x, y, z, qx, qy, qz, qw] in the robot base frame, metres.
 """
 
-import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
