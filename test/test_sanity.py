@@ -80,6 +80,13 @@ def test_classify_flags_switches_and_collisions():
 
 # ---- the commands ------------------------------------------------------------------------------
 
+def test_cli_rejects_unknown_check():
+    from dp_ros.sanity.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["nonsense"])
+    assert e.value.code == 2
+
+
 def _run(check, tmp_path):
     from dp_ros.sanity.cli import main
     out = tmp_path / f"{check}.json"

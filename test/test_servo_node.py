@@ -1,0 +1,122 @@
+"""ur5_servo_node as its own process over DDS, fed hostile input directly: whatever arrives on
+its topics, every command stays in the envelope; silence makes it hold within the watchdog."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
+
+from dp_ros import topics
+from dp_ros.graph import NodeSpec, default_config, load_params
+from dp_ros.nodes.msgs import msg_to_pose, pose_to_msg, time_to_ns, trajectory_to_msg
+from dp_ros.processes import NodeProcesses
+
+SERVO = load_params(default_config())["ur5_servo_node"]
+HOME = np.array([0.55, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def servo(tmp_path_factory):
+    procs = NodeProcesses([NodeSpec("ur5_servo_node", "ur5_servo_node", {"backend": "sim"})],
+                          default_config(), tmp_path_factory.mktemp("servo")).start()
+    rclpy.init(args=[])
+    node = rclpy.create_node("servo_test")
+    commands = []
+    node.create_subscription(PoseStamped, topics.SERVO_COMMAND,
+                             lambda m: commands.append((time_to_ns(m.header.stamp), msg_to_pose(m),
+                                                        m.header.frame_id.endswith("hold"))),
+                             qos_profile_sensor_data)
+    pose_pub = node.create_publisher(PoseStamped, topics.ROBOT_TCP_POSE, qos_profile_sensor_data)
+    wp_pub = node.create_publisher(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, 10)
+    node.create_timer(0.01, lambda: pose_pub.publish(pose_to_msg(HOME, node.get_clock().now().nanoseconds)))
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    deadline = time.monotonic() + 60
+    while not commands and time.monotonic() < deadline:
+        assert not procs.dead(), procs.log_tail("ur5_servo_node")
+        time.sleep(0.05)
+    assert commands, "servo never started commanding"
+    yield node, wp_pub, commands, procs
+    procs.stop()
+    executor.shutdown(timeout_sec=1.0)
+    spinner.join(timeout=2.0)
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def stream(node, wp_pub, make_poses, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        now = node.get_clock().now().nanoseconds
+        times = [now + int(k * 1e8) for k in range(1, 9)]
+        wp_pub.publish(trajectory_to_msg(times, make_poses(times), stamp_ns=now))
+        time.sleep(0.05)
+
+
+def check_envelope(cmds):
+    lo, hi = np.asarray(SERVO["workspace_min"]), np.asarray(SERVO["workspace_max"])
+    pos = np.array([c[1][:3] for c in cmds])
+    assert np.all(np.isfinite(pos))
+    assert np.all(pos >= lo - 1e-9) and np.all(pos <= hi + 1e-9)
+    stamps = np.array([c[0] for c in cmds])
+    period = 1.0 / SERVO["rate_hz"]
+    ticks = np.maximum(1, np.round(np.diff(stamps) * 1e-9 / period))
+    step = np.linalg.norm(np.diff(pos, axis=0), axis=1) / ticks
+    assert step.max() <= SERVO["max_lin_speed"] * period * 1.001 + 1e-9
+    quats = np.array([c[1][3:] for c in cmds])
+    assert np.allclose(np.linalg.norm(quats, axis=1), 1.0, atol=1e-6)
+
+
+def test_hostile_waypoints_never_leave_the_envelope(servo):
+    node, wp_pub, commands, procs = servo
+    rng = np.random.default_rng(0)
+    start = len(commands)
+
+    def far_and_jumpy(times):      # metres outside the box, jumping every message
+        return [np.r_[rng.uniform(-3, 3, 3), HOME[3:]] for _ in times]
+
+    def nan_poses(times):
+        return [np.r_[np.nan, 0.0, 0.0, HOME[3:]] for _ in times]
+
+    def bad_quaternions(times):
+        return [np.r_[0.6, 0.1, 0.1, 0.0, 0.0, 0.0, 0.0] for _ in times]
+
+    stream(node, wp_pub, far_and_jumpy, 1.5)
+    stream(node, wp_pub, nan_poses, 0.5)
+    stream(node, wp_pub, bad_quaternions, 0.5)
+    # a message whose waypoint carries two transforms (malformed for a single TCP)
+    msg = MultiDOFJointTrajectory()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    point = MultiDOFJointTrajectoryPoint()
+    point.transforms = [trajectory_to_msg([1], [HOME]).points[0].transforms[0]] * 2
+    msg.points = [point]
+    wp_pub.publish(msg)
+    stream(node, wp_pub, far_and_jumpy, 1.0)
+    time.sleep(0.2)
+    assert not procs.dead(), procs.log_tail("ur5_servo_node")
+    cmds = commands[start:]
+    assert len(cmds) > 200
+    check_envelope(cmds)
+    moved = np.linalg.norm(np.diff([c[1][:3] for c in cmds], axis=0), axis=1).sum()
+    assert moved > 0.05, "the servo did not follow valid (clamped) targets at all"
+
+
+def test_silence_makes_the_servo_hold_within_the_watchdog(servo):
+    node, wp_pub, commands, procs = servo
+    stream(node, wp_pub, lambda times: [HOME + np.r_[0.1, 0.1, 0, 0, 0, 0, 0]] * len(times), 1.0)
+    t_last = node.get_clock().now().nanoseconds
+    time.sleep(SERVO["watchdog_timeout_s"] + 0.5)
+    after = [c for c in commands if c[0] > t_last]
+    holds = [c for c in after if c[2]]
+    assert holds, "no hold after the waypoints stopped"
+    assert (holds[0][0] - t_last) * 1e-9 <= SERVO["watchdog_timeout_s"] + 0.1
+    held = np.array([c[1][:3] for c in commands if c[0] >= holds[0][0]])
+    assert np.ptp(held, axis=0).max() < 1e-12
