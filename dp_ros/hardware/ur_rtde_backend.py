@@ -20,19 +20,10 @@ Servo loop (the ur5_servo_node runs it in its own process at the controller rate
 import time
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+
+from dp_ros.core.transforms import quat_to_rotvec, rotvec_to_quat  # noqa: F401 (re-exported)
 
 from .base import RobotControlBackend, RobotReceiveBackend, RobotStateSample
-
-
-def rotvec_to_quat(rotvec):
-    """(..., 3) rotation vector -> (..., 4) quaternion [qx, qy, qz, qw]."""
-    return Rotation.from_rotvec(np.asarray(rotvec, dtype=float)).as_quat()
-
-
-def quat_to_rotvec(quat):
-    """(..., 4) quaternion [qx, qy, qz, qw] (any norm > 0) -> (..., 3) rotation vector, angle <= pi."""
-    return Rotation.from_quat(np.asarray(quat, dtype=float)).as_rotvec()
 
 
 def ur_pose_to_pose(ur_pose, prev_quat=None):

@@ -59,7 +59,7 @@ def ik(T, q6_default=0.0):
     At the wrist singularity (sin q5 = 0) q6 is free and set to `q6_default`.
     """
     T = np.asarray(T, dtype=float)
-    d1, d4, d5, d6 = D[0], D[3], D[4], D[5]
+    d4, d6 = D[3], D[5]
     a2, a3 = A[1], A[2]
     sols = []
 
