@@ -21,7 +21,10 @@ class ActionSchedulerNode(Node):
         super().__init__("action_scheduler_node")
         self.p = declare(self, "action_scheduler_node", FROM_CHECKPOINT)
         self.diag = Diagnostics(self)
-        self.scheduler = self._new_scheduler()
+        # margin: a request can go out up to one tick late
+        self.scheduler = ActionScheduler(self.p["action_horizon"], self.p["dt_s"], self.p["exec_latency_s"],
+                                         stitch=self.p["stitch"], blend_steps=self.p["blend_steps"],
+                                         margin_s=1.0 / self.p["publish_rate_hz"])
         self.enabled = bool(self.p["autostart"])
         self.last_heartbeat_ns = None
         self.policy_alive = False
@@ -34,12 +37,6 @@ class ActionSchedulerNode(Node):
         self.create_timer(1.0 / self.p["publish_rate_hz"], self._tick)
         self.create_timer(1.0, self._report)
 
-    def _new_scheduler(self):
-        # margin: a request can go out up to one tick late
-        return ActionScheduler(self.p["action_horizon"], self.p["dt_s"], self.p["exec_latency_s"],
-                               stitch=self.p["stitch"], blend_steps=self.p["blend_steps"],
-                               margin_s=1.0 / self.p["publish_rate_hz"])
-
     def _now(self):
         return self.get_clock().now().nanoseconds
 
@@ -48,7 +45,7 @@ class ActionSchedulerNode(Node):
 
     def _on_enable(self, request, response):
         self.enabled = bool(request.data)
-        self.scheduler = self._new_scheduler()   # a fresh start either way: no stale chunk survives
+        self.scheduler.reset()   # a fresh start either way: no stale chunk survives (counters stay)
         self.requested_ns = None
         self._publish([], [])
         response.success = True
@@ -79,7 +76,7 @@ class ActionSchedulerNode(Node):
             (now - self.last_heartbeat_ns) * 1e-9 < self.p["policy_timeout_s"]
         if self.policy_alive and not alive:
             self.get_logger().error("policy heartbeat lost: streaming stopped, servo holds")
-            self.scheduler = self._new_scheduler()
+            self.scheduler.reset()
         self.policy_alive = alive
         if not (self.enabled and alive):
             self._publish([], [])   # explicit empty stream: the servo holds now, not at its watchdog
