@@ -61,8 +61,12 @@ def main(argv=None):
     if device == "scripted" and not sim:
         ap.error("the scripted expert needs the simulated world")
     config = Path(args.config) if args.config else default_config()
-    specs = teleop_graph(sim, config, device=device, task=args.task, output_dir=Path(args.out).resolve(),
-                         episode_timeout_s=args.episode_timeout, seed=args.seed)
+    try:
+        specs = teleop_graph(sim, config, device=device, task=args.task, output_dir=Path(args.out).resolve(),
+                             episode_timeout_s=args.episode_timeout, seed=args.seed)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr)
+        return 2
     log_dir = Path(args.log_dir or f"runs/record-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"[dp-ros record] {'sim' if sim else 'hardware'}, {device} input -> {args.out}; logs in {log_dir}",
           flush=True)

@@ -87,7 +87,11 @@ def main(argv=None):
         print(f"[dp-ros deploy] NOTE: no trained model in {default_checkpoint()}; using an UNTRAINED "
               f"checkpoint ({checkpoint}). Expect the arm to move without solving the task.", flush=True)
     config = Path(args.config) if args.config else default_config()
-    specs = deploy_graph(sim=not args.hardware, checkpoint=checkpoint, config_file=config, seed=args.seed)
+    try:
+        specs = deploy_graph(sim=not args.hardware, checkpoint=checkpoint, config_file=config, seed=args.seed)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"[dp-ros deploy] ERROR: {exc}", file=sys.stderr)
+        return 2
     if args.episode_timeout and not args.hardware:
         next(s for s in specs if s.name == "sim_world_node").overrides["episode_timeout_s"] = args.episode_timeout
     ckpt = read_checkpoint_config(checkpoint)
