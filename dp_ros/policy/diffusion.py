@@ -122,9 +122,12 @@ class DiffusionPolicy(nn.Module):
         return self.noise_net(noisy, t, cond)
 
     # --- training -------------------------------------------------------------------------
-    def compute_loss(self, batch: dict) -> torch.Tensor:
+    def compute_loss(self, batch: dict, noise: torch.Tensor | None = None,
+                     timesteps: torch.Tensor | None = None) -> torch.Tensor:
         """batch = {"obs": {name: (B, >=To, ...)}, "action": (B, Tp, Da) unnormalised}
-        -> scalar MSE between the sampled noise and its prediction."""
+        -> scalar MSE between the sampled noise and its prediction. `noise` (B, Tp, Da) and
+        `timesteps` (B,) are drawn here unless given (the trainer passes per-sample seeded ones
+        so that data-parallel processes reproduce one process's batch)."""
         cfg = self.config
         action = torch.as_tensor(batch["action"]).to(self.device, self.dtype)
         if action.ndim != 3 or action.shape[1:] != (cfg.pred_horizon, cfg.action_dim):
@@ -132,12 +135,13 @@ class DiffusionPolicy(nn.Module):
                              f", got {tuple(action.shape)}")
         cond = self.encode_obs(batch["obs"], latest=False)
         naction = self.normalizer.normalize(action, "action")
-        noise = torch.randn_like(naction)
-        t = torch.randint(0, cfg.num_train_timesteps, (naction.shape[0],), device=self.device)
+        noise = torch.randn_like(naction) if noise is None else noise.to(self.device, naction.dtype)
+        t = (torch.randint(0, cfg.num_train_timesteps, (naction.shape[0],), device=self.device)
+             if timesteps is None else timesteps.to(self.device))
         noisy = self.train_scheduler.add_noise(naction, noise, t)
         pred = self._denoise(noisy, t, cond)
         target = noise if cfg.prediction_type == "epsilon" else naction
-        return F.mse_loss(pred, target)
+        return F.mse_loss(pred.float(), target.float())   # fp32 loss under autocast
 
     # --- inference ------------------------------------------------------------------------
     @torch.no_grad()

@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -132,14 +131,7 @@ def training_loss(policy: DiffusionPolicy, batch: dict, noise: torch.Tensor,
             obs[cam] = place_crop_at_centre(obs[cam].to(dev), off, cfg.crop)
         ctx = _centre_crop_only(policy.obs_encoder)
     with ctx:
-        cond = policy.encode_obs(obs, latest=False)
-    naction = policy.normalizer.normalize(action, "action")
-    noise = noise.to(dev, naction.dtype)
-    timesteps = timesteps.to(dev)
-    noisy = policy.train_scheduler.add_noise(naction, noise, timesteps)
-    pred = policy._denoise(noisy, timesteps, cond)
-    target = noise if cfg.prediction_type == "epsilon" else naction
-    return F.mse_loss(pred.float(), target.float())
+        return policy.compute_loss({"obs": obs, "action": action}, noise=noise, timesteps=timesteps)
 
 
 class _LossModule(nn.Module):
