@@ -20,10 +20,11 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="summary JSON with per-episode results")
     ap.add_argument("--config", default=None)
     ap.add_argument("--episode-timeout", type=float, default=None)
+    ap.add_argument("--log-dir", default=None, help="node logs (default: runs/deploy-<time>)")
     args = ap.parse_args(argv)
     forward = ["--checkpoint", args.checkpoint, "--episodes", str(args.episodes), "--seed", str(args.seed)]
     for flag, value in (("--summary-json", args.out), ("--config", args.config),
-                        ("--episode-timeout", args.episode_timeout)):
+                        ("--episode-timeout", args.episode_timeout), ("--log-dir", args.log_dir)):
         if value is not None:
             forward += [flag, str(value)]
     return runner.main(forward)
