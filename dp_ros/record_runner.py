@@ -18,7 +18,7 @@ from dp_ros.monitor import GraphMonitor, NodeDied, check_alive, wait_until
 from dp_ros.processes import NodeProcesses, stop_on_signals
 
 
-def record_episode(monitor: GraphMonitor, procs: NodeProcesses, settle_s=0.5):
+def record_episode(monitor: GraphMonitor, procs: NodeProcesses, settle_s=0.5, tail_s=0.5):
     monitor.call("servo", False)
     reset = json.loads(monitor.call("reset").message)
     wait_until(lambda: monitor.task.get("episode") == reset["episode"], 5.0, procs, "the world reset")
@@ -34,6 +34,7 @@ def record_episode(monitor: GraphMonitor, procs: NodeProcesses, settle_s=0.5):
         if task.get("episode") == reset["episode"] and task.get("done"):
             break
         time.sleep(0.05)
+    time.sleep(tail_s)   # keep a little of the final hold, and let the recorder see the last state
     stopped = monitor.call("record_stop")
     if not stopped.success:
         raise RuntimeError(f"could not stop recording: {stopped.message}")

@@ -16,7 +16,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState, Joy
 from std_srvs.srv import Trigger
 
@@ -66,6 +66,7 @@ class TeleopNode(Node):
         self.measured = None
         self.task_state = {}
         self.writer = None
+        self.episode_success = False
         self.episodes_saved = 0
         self._lock = threading.Lock()
         cb = ReentrantCallbackGroup()
@@ -83,8 +84,11 @@ class TeleopNode(Node):
             self.recorded[topics.CAMERA_IMAGE.format(name=cam)] = (Image, "sensor_msgs/msg/Image")
         if p["sim"]:
             self.recorded.update(SIM_RECORDED)
+        # Deep queues: a short stall of this process (GIL, a chunk flush) must not lose messages;
+        # best-effort readers only drop what overflows their history.
+        sensor_qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.BEST_EFFORT)
         for topic, (msg_type, _) in self.recorded.items():
-            qos = qos_profile_sensor_data if (topic in SENSOR_TOPICS or topic.startswith("/camera/")) else 10
+            qos = sensor_qos if (topic in SENSOR_TOPICS or topic.startswith("/camera/")) else 200
             self.create_subscription(msg_type, topic, lambda data, t=topic: self._record(t, data), qos,
                                      raw=True, callback_group=cb)
 
@@ -144,6 +148,8 @@ class TeleopNode(Node):
 
     def _on_task(self, msg):
         self.task_state = task_state_from_msg(msg)
+        if self.writer is not None and self.task_state.get("success"):
+            self.episode_success = True   # latched: Push-T coverage may dip after a success
 
     def _record(self, topic, data):
         writer = self.writer
@@ -198,6 +204,7 @@ class TeleopNode(Node):
                     "camera_names": list(self.p["camera_names"]), "parameters": dict(self.p),
                     "start_time_ns": self.get_clock().now().nanoseconds,
                     "seed": self.task_state.get("seed")}
+            self.episode_success = False
             self.writer = EpisodeBagWriter(root, name, {t: ty for t, (_, ty) in self.recorded.items()}, meta)
             return True, f"recording {root / name}"
 
@@ -206,7 +213,7 @@ class TeleopNode(Node):
             if self.writer is None:
                 return False, "not recording"
             writer, self.writer = self.writer, None
-        success = self.task_state.get("success") if self.p["sim"] else None
+        success = (self.episode_success or bool(self.task_state.get("success"))) if self.p["sim"] else None
         path = writer.close(success=success, **fields)
         self.episodes_saved += 1
         return True, json.dumps({"path": str(path), "success": success, "counts": writer.counts})
