@@ -38,6 +38,12 @@ def surface_to_rgb(surface):
     ).copy()
 
 
+
+def substeps(dt_s: float, physics_dt: float) -> tuple[int, float]:
+    """Split a control step into equal physics sub-steps no longer than physics_dt."""
+    n = max(1, int(np.ceil(dt_s / physics_dt - 1e-9)))
+    return n, dt_s / n
+
 class PushTTask:
     """Push the grey T onto the green goal pose with a circular pusher.
 
@@ -96,8 +102,7 @@ class PushTTask:
         dt_s = float(dt_s)
         if dt_s <= 0:
             return
-        n = max(1, int(np.ceil(dt_s / self.physics_dt - 1e-9)))
-        h = dt_s / n
+        n, h = substeps(dt_s, self.physics_dt)
         target = np.asarray(pusher_xy, dtype=float)
         agent, space = self._env.agent, self._env.space
         kp, kv = self._env.k_p, self._env.k_v

@@ -8,7 +8,7 @@ units, x right, y down) so the world, nodes and evaluation treat both alike.
 import cv2
 import numpy as np
 
-from .pusht import TASK_SIZE
+from .pusht import TASK_SIZE, substeps
 
 # Colours (RGB) chosen to match gym-pusht's look: white floor, RoyalBlue pusher.
 _BACKGROUND = (255, 255, 255)
@@ -75,8 +75,7 @@ class ReachTask:
         dt_s = float(dt_s)
         if dt_s <= 0:
             return
-        n = max(1, int(np.ceil(dt_s / self.physics_dt - 1e-9)))
-        h = dt_s / n
+        n, h = substeps(dt_s, self.physics_dt)
         target = np.asarray(pusher_xy, dtype=float)
         for _ in range(n):
             if self.pusher_tracking == "pd":
