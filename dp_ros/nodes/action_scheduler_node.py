@@ -28,7 +28,7 @@ class ActionSchedulerNode(Node):
         self.enabled = bool(self.p["autostart"])
         self.last_heartbeat_ns = None
         self.policy_alive = False
-        self.requested_ns = None
+        self.requested_ns = None   # when the last request went out: for the latency estimate
         self.wp_pub = self.create_publisher(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, 10)
         self.request_pub = self.create_publisher(Header, topics.POLICY_REQUEST, 10)
         self.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK, self._on_chunk, 10)
@@ -81,9 +81,8 @@ class ActionSchedulerNode(Node):
         if not (self.enabled and alive):
             self._publish([], [])   # explicit empty stream: the servo holds now, not at its watchdog
             return
-        if self.requested_ns is not None and (now - self.requested_ns) * 1e-9 > 1.0:
-            self.requested_ns = None   # lost request (policy had no valid observation): ask again
-        if self.requested_ns is None and self.scheduler.needs_inference(now):
+        # needs_inference is false while a request is outstanding, until its timeout (lost request)
+        if self.scheduler.needs_inference(now):
             msg = Header(frame_id="request")
             msg.stamp = ns_to_time(now)
             self.request_pub.publish(msg)

@@ -136,7 +136,7 @@ class Ur5ServoNode(Node):
         else:
             self.holding, self.hold_reason = False, ""
             cmd, self.velocity, flags = self.envelope.clamp(target, self.cmd, self.velocity, self.period_s)
-            if any(flags.values()) if isinstance(flags, dict) else flags:
+            if any(flags.values()):
                 self.counts["clamped"] += 1
             self.cmd = cmd
             self.backend.servo(self.cmd, self.period_s)

@@ -84,13 +84,20 @@ def _train(model, obs, action, seed, steps, batch_size, lr, warmup):
     return averaged, info
 
 
-def train_diffusion(obs, action, obs_horizon, pred_horizon, action_horizon, seed, steps,
-                    batch_size=256, lr=1e-3, warmup=100, **config_overrides):
+def _fitted_policy(obs, action, obs_horizon, pred_horizon, action_horizon, seed, config_overrides):
+    """A seeded DiffusionPolicy with its normaliser fitted: the diffusion policy itself, or the
+    network the regression baseline reuses (same architecture, same initialisation)."""
     from dp_ros.policy.diffusion import DiffusionPolicy
     torch.manual_seed(seed)
     cfg = make_config(obs, action, obs_horizon, pred_horizon, action_horizon, **config_overrides)
     policy = DiffusionPolicy(cfg)
     policy.set_normalizer(make_normalizer(obs, action))
+    return policy
+
+
+def train_diffusion(obs, action, obs_horizon, pred_horizon, action_horizon, seed, steps,
+                    batch_size=256, lr=1e-3, warmup=100, **config_overrides):
+    policy = _fitted_policy(obs, action, obs_horizon, pred_horizon, action_horizon, seed, config_overrides)
     log(f"diffusion Tp={pred_horizon}: {sum(p.numel() for p in policy.parameters())} params, {steps} steps")
     return _train(policy, obs, action, seed, steps, batch_size, lr, warmup)
 
@@ -140,11 +147,7 @@ class RegressionPolicy(nn.Module):
 
 def train_regression(obs, action, obs_horizon, pred_horizon, action_horizon, seed, steps,
                      batch_size=256, lr=1e-3, warmup=100, **config_overrides):
-    from dp_ros.policy.diffusion import DiffusionPolicy
-    torch.manual_seed(seed)
-    cfg = make_config(obs, action, obs_horizon, pred_horizon, action_horizon, **config_overrides)
-    inner = DiffusionPolicy(cfg)
-    inner.set_normalizer(make_normalizer(obs, action))
+    inner = _fitted_policy(obs, action, obs_horizon, pred_horizon, action_horizon, seed, config_overrides)
     model = RegressionPolicy(inner)
     log(f"regression baseline Tp={pred_horizon}: {steps} steps")
     return _train(model, obs, action, seed, steps, batch_size, lr, warmup)
