@@ -150,3 +150,30 @@ def test_training_state_optional_and_unfitted_policy_refused(tmp_path):
     assert load_checkpoint(tmp_path / "t").config.backbone == "transformer"
     with pytest.raises(ValueError, match="normalizer has no statistics"):
         save_checkpoint(tmp_path / "u", DiffusionPolicy(policy.config))
+
+
+def test_checkpoint_from_before_resnet_stages_loads_as_the_full_trunk(saved, tmp_path):
+    # Checkpoints written before the resnet_stages key existed (the first shipped reach model)
+    # used the full 4-stage trunk; they must keep loading and predicting exactly as before.
+    path = _copy(saved[0], tmp_path / "old")
+    _edit_config(path, resnet_stages=None)
+    assert "resnet_stages" not in json.loads((path / "config.json").read_text())["policy_config"]
+    policy = load_checkpoint(path)
+    assert policy.config.resnet_stages == 4
+    a = policy.predict_action(OBS, generator=torch.Generator().manual_seed(1))
+    b = saved[1].eval().predict_action(OBS, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a["action"], b["action"])
+
+
+def test_three_stage_trunk_round_trips(tmp_path):
+    torch.manual_seed(0)
+    policy = make(resnet_stages=3)
+    n3 = sum(p.numel() for p in policy.parameters())
+    n4 = sum(p.numel() for p in make().parameters())
+    assert n3 < n4 / 2  # layer4 holds most of ResNet-18's weights
+    save_checkpoint(tmp_path / "s3", policy)
+    loaded = load_checkpoint(tmp_path / "s3")
+    assert loaded.config.resnet_stages == 3
+    a = policy.eval().predict_action(OBS, generator=torch.Generator().manual_seed(2))
+    b = loaded.predict_action(OBS, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a["action"], b["action"])

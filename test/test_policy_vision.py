@@ -69,3 +69,23 @@ def test_spatial_softmax_keypoints_in_range():
     ss = SpatialSoftmax(4, 3)
     out = ss(torch.randn(2, 4, 5, 7))
     assert out.shape == (2, 6) and out.abs().max() <= 1.0
+
+
+def test_three_stage_trunk_keeps_a_finer_map():
+    img = torch.rand(2, 3, 84, 84)
+    assert resnet18_trunk(4)(img).shape == (2, 512, 3, 3)
+    assert resnet18_trunk(3)(img).shape == (2, 256, 6, 6)
+    enc = ObsEncoder(_cfg(resnet_stages=3))
+    obs = {"a": torch.rand(2, 2, 3, 48, 56), "b": torch.rand(2, 2, 3, 48, 56),
+           "pose": torch.randn(2, 2, 2)}
+    assert enc(obs).shape == (2, 2, 34)
+
+
+def test_resnet_stages_validated():
+    import pytest
+    with pytest.raises(ValueError, match="resnet_stages must be one of"):
+        _cfg(resnet_stages=2)
+    # 3 stages downsample by 16, so a 24-pixel crop still has a 2x2 map; 4 stages would not.
+    _cfg(crop=[24, 24], resnet_stages=3)
+    with pytest.raises(ValueError, match="needs both sides > 32 pixels"):
+        _cfg(crop=[24, 24])

@@ -10,7 +10,7 @@ from dp_ros.train.config import (ConfigError, apply_overrides, load_config, pars
                                  resolve_policy_config)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ["reach_image", "pusht_image", "ur5_real"]
+SHIPPED = ["reach_image", "pusht_image", "pusht_image_cpu", "ur5_real"]
 DATA = {"frequency": 10.0, "cameras": {"top": [96, 96]}, "lowdim": {"robot_pose": 2},
         "action_dim": 2}
 
@@ -123,15 +123,21 @@ def test_shipped_configs_load(name):
     resolve_policy_config(cfg, data)
 
 
-def test_reach_checkpoint_fits_50mb():
+def _checkpoint_bytes(name):
     from dp_ros.policy.diffusion import DiffusionPolicy
-    cfg = load_config(ROOT / "config" / "train" / "reach_image.yaml")
+    cfg = load_config(ROOT / "config" / "train" / f"{name}.yaml")
     assert cfg.data.image_size == [96, 96] and cfg.data.crop == [84, 84]
     assert cfg.policy["down_dims"] == [64, 128, 256]
     pc = resolve_policy_config(cfg, {"frequency": 10.0, "action_dim": 2,
                                      "lowdim": {"robot_pose": 2}, "cameras": {"top": [96, 96]}})
     torch.manual_seed(0)
     n = sum(p.numel() for p in DiffusionPolicy(pc).parameters())
-    bytes_per = {"float32": 4, "float16": 2}[cfg.checkpoint.weights_dtype]
-    assert n * 4 > 50e6                      # why the shipped config saves fp16 weights
-    assert n * bytes_per < 50e6
+    return n, n * {"float32": 4, "float16": 2}[cfg.checkpoint.weights_dtype]
+
+
+def test_shipped_sim_checkpoints_fit_50mb_together():
+    n_reach, reach = _checkpoint_bytes("reach_image")
+    n_pusht, pusht = _checkpoint_bytes("pusht_image_cpu")
+    assert n_reach * 4 > 50e6                # why the shipped configs save fp16 weights
+    assert n_pusht < n_reach / 2             # the 3-stage trunk
+    assert reach + pusht < 50e6

@@ -27,12 +27,16 @@ def replace_batchnorm_with_groupnorm(module: nn.Module,
     return module
 
 
-def resnet18_trunk() -> nn.Sequential:
-    """ResNet-18 without avgpool and fc: (N, 3, H, W) -> (N, 512, H/32, W/32)."""
+RESNET18_STAGE_CHANNELS = {3: 256, 4: 512}
+
+
+def resnet18_trunk(stages: int = 4) -> nn.Sequential:
+    """ResNet-18 without avgpool and fc, keeping the first `stages` residual stages:
+    (N, 3, H, W) -> (N, 512, H/32, W/32) for 4, (N, 256, H/16, W/16) for 3."""
     net = torchvision.models.resnet18(weights=None)
     replace_batchnorm_with_groupnorm(net)
-    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                         net.layer1, net.layer2, net.layer3, net.layer4)
+    layers = [net.layer1, net.layer2, net.layer3, net.layer4][:stages]
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, *layers)
 
 
 class SpatialSoftmax(nn.Module):
@@ -56,15 +60,16 @@ class SpatialSoftmax(nn.Module):
 class ImageEncoder(nn.Module):
     """(N, 3, h, w) in [0, 1] -> (N, feature_dim)."""
 
-    def __init__(self, pooling: str, num_keypoints: int, feature_dim: int):
+    def __init__(self, pooling: str, num_keypoints: int, feature_dim: int, stages: int = 4):
         super().__init__()
-        self.trunk = resnet18_trunk()
+        self.trunk = resnet18_trunk(stages)
+        channels = RESNET18_STAGE_CHANNELS[stages]
         if pooling == "spatial_softmax":
-            self.pool = SpatialSoftmax(512, num_keypoints)
+            self.pool = SpatialSoftmax(channels, num_keypoints)
             pooled = 2 * num_keypoints
         else:
             self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            pooled = 512
+            pooled = channels
         self.proj = nn.Linear(pooled, feature_dim)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -105,12 +110,13 @@ class ObsEncoder(nn.Module):
         self.crop = config.crop
         if self.camera_names and config.shared_encoder:
             self.shared = ImageEncoder(config.pooling, config.num_keypoints,
-                                       config.image_feature_dim)
+                                       config.image_feature_dim, config.resnet_stages)
             self.cams = None
         else:
             self.shared = None
             self.cams = nn.ModuleDict({
-                k: ImageEncoder(config.pooling, config.num_keypoints, config.image_feature_dim)
+                k: ImageEncoder(config.pooling, config.num_keypoints, config.image_feature_dim,
+                                config.resnet_stages)
                 for k in self.camera_names})
         self.feature_dim = (len(self.camera_names) * config.image_feature_dim
                             + sum(config.lowdim_obs.values()))
