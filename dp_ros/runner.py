@@ -142,6 +142,8 @@ def main(argv=None):
             task=ckpt.get("extra", {}).get("task"),
             success_rate=round(sum(e["success"] for e in eps) / len(eps), 3),
             mean_final_coverage=round(float(np.mean([e["final_coverage"] for e in eps])), 4),
+            # The Diffusion Policy paper's Push-T score: each episode's best coverage, averaged.
+            mean_max_coverage=round(float(np.mean([e["max_coverage"] for e in eps])), 4),
             inference_latency_ms=latency_summary(monitor.latencies_s and np.asarray(monitor.latencies_s) * 1e3),
             dropped_waypoints=int(sum(e["dropped_waypoints"] for e in eps)),
         )

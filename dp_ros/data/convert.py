@@ -12,7 +12,9 @@ Per episode, with dt = 1/frequency:
     max_frame_offset (default dt); resized to image_size with cv2.INTER_AREA;
   * robot state at t_k, linearly interpolated between the bracketing TCP PoseStamped samples
     (slerp for the quaternion of `tcp_pose`) or JointState samples, if they are at most
-    max_state_gap apart;
+    max_state_gap apart (default 2*dt: a Python publisher on a loaded machine stalls for
+    0.10-0.15 s now and then, which a smooth servoed arm crosses linearly without error that
+    matters; a longer gap is a dropout);
   * action at t_k = the latest commanded target (action topic) stamped at or before t_k, mapped
     by the action space (dp_ros.core.action_space).
 Steps at the start/end of an episode without a usable frame or state are trimmed (reported);
@@ -58,7 +60,7 @@ DEFAULTS = {
 }
 # Quality thresholds: they decide which steps are usable, not what the data means, so they are
 # not part of the store's identity.
-TOLERANCE_DEFAULTS = {"max_frame_offset_s": None, "max_state_gap_s": 0.1, "min_steps": 8}
+TOLERANCE_DEFAULTS = {"max_frame_offset_s": None, "max_state_gap_s": None, "min_steps": 8}
 EPISODE_INFO_KEYS = ("task", "success", "notes", "operator", "start_time_ns", "end_time_ns")
 
 
@@ -185,7 +187,8 @@ def resample_episode(ep, config: dict, tol: dict) -> tuple[dict, dict]:
     dt_ns = int(round(1e9 / config["frequency"]))
     max_frame_ns = int(round(1e9 * (tol["max_frame_offset_s"] if tol["max_frame_offset_s"]
                                     is not None else config["dt"])))
-    max_gap_ns = int(round(1e9 * tol["max_state_gap_s"]))
+    max_gap_ns = int(round(1e9 * (tol["max_state_gap_s"] if tol["max_state_gap_s"]
+                                  is not None else 2 * config["dt"])))
 
     streams = {}
     for topic in required_topics(config):
@@ -356,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frame-offset", type=float, dest="max_frame_offset_s",
                    help="max |frame capture time - step time| in s (default dt)")
     p.add_argument("--max-state-gap", type=float, dest="max_state_gap_s",
-                   help="max spacing of the robot-state samples around a step in s (0.1)")
+                   help="max spacing of the robot-state samples around a step in s (default 2*dt)")
     p.add_argument("--min-steps", type=int, help="shorter episodes are skipped (8)")
     return p
 
