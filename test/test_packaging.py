@@ -47,3 +47,14 @@ def test_config_has_a_section_for_every_node():
     for node in ("camera_node", "robot_state_node", "policy_node", "action_scheduler_node",
                  "ur5_servo_node", "sim_world_node", "teleop_node"):
         assert node in params
+
+
+def test_shipped_models_load_and_stay_under_50mb():
+    from dp_ros.policy.checkpoint import load_checkpoint
+    total = sum(f.stat().st_size for f in (ROOT / "models").rglob("*") if f.is_file())
+    assert total < 50e6, f"models/ holds {total / 1e6:.1f} MB"
+    shipped = sorted(p.parent for p in (ROOT / "models").glob("*/config.json"))
+    assert shipped, "no shipped model"
+    for path in shipped:
+        policy = load_checkpoint(path)
+        assert not policy.training and policy.config.num_inference_steps >= 1
