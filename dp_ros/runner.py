@@ -30,12 +30,14 @@ def run_episode(monitor: GraphMonitor, procs: NodeProcesses, index: int, settle_
     dropped0 = scheduler_counter(monitor, "dropped")
     monitor.call("scheduler", True)
     t0 = time.monotonic()
-    coverages = []
+    coverages, tcp_path = [], []
     while True:
         check_alive(procs)
         task = dict(monitor.task)
         if task.get("episode") == reset["episode"]:
             coverages.append(float(task.get("coverage", 0.0)))
+            if "tcp_xy_m" in task:
+                tcp_path.append(task["tcp_xy_m"])
             if task.get("done"):
                 break
         time.sleep(0.05)
@@ -48,6 +50,11 @@ def run_episode(monitor: GraphMonitor, procs: NodeProcesses, index: int, settle_
         "duration_s": round(time.monotonic() - t0, 2), "chunks": int(lat.size),
         "inference_latency_ms": latency_summary(lat),
         "dropped_waypoints": scheduler_counter(monitor, "dropped") - dropped0,
+        # What the arm did, to tell "never moved" from "moved but missed" without a video.
+        "tcp_path_m": round(float(np.linalg.norm(np.diff(np.asarray(tcp_path), axis=0), axis=1).sum())
+                            if len(tcp_path) > 1 else 0.0, 3),
+        "final_state": {k: task[k] for k in ("tcp_xy_m", "block_xy_m", "block_pose", "goal_pose",
+                                             "target_xy_m") if k in task},
     }
 
 

@@ -25,4 +25,5 @@ def test_shipped_reach_model_solves_held_out_episodes(tmp_path):
     for e in summary["episodes"]:
         assert e["max_coverage"] >= e["final_coverage"] >= 0.0
         assert e["chunks"] >= 1 and e["inference_latency_ms"]["median"] > 0
+        assert e["tcp_path_m"] > 0.02 and len(e["final_state"]["tcp_xy_m"]) == 2
     assert summary["mean_max_coverage"] >= summary["mean_final_coverage"]

@@ -492,6 +492,8 @@ class Trainer:
         self.last_metrics: dict = {}
         self.wall_time_before = 0.0
         self._t0 = time.time()
+        # The code that trains is the code at start: later commits must not relabel a run.
+        self.git = _git_info()
         self._writer = None
         if resume:
             self._load_resume()
@@ -644,7 +646,7 @@ class Trainer:
             "steps": self.step, "epoch": self.epoch, "max_steps": cfg.training.max_steps,
             "global_batch_size": cfg.training.batch_size * self.dist.world,
             "world_size": self.dist.world, "device": str(self.device),
-            "wall_time_s": round(self.wall_time(), 3), **_git_info(),
+            "wall_time_s": round(self.wall_time(), 3), **self.git,
             "command_line": self.command_line, "metrics": self.last_metrics,
             "best": {"metric": cfg.checkpoint.best_metric, "value": self.best_value,
                      "step": self.best_step},
