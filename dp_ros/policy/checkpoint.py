@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ADDED_KEYS_OLD_VALUES, PolicyConfig
+from .config import PolicyConfig
 from .diffusion import DiffusionPolicy
 from .normalizer import LinearNormalizer
 
@@ -130,7 +130,7 @@ def read_checkpoint_meta(path) -> tuple[PolicyConfig, dict]:
         raise CheckpointError(f"{CONFIG_FILE}: no policy_config object")
     names = PolicyConfig.field_names()
     unknown = sorted(set(raw) - set(names))
-    missing = [n for n in names if n not in raw and n not in ADDED_KEYS_OLD_VALUES]
+    missing = PolicyConfig.missing_keys(raw)
     if unknown or missing:
         parts = []
         if unknown:

@@ -107,11 +107,16 @@ class PolicyConfig:
             raise ValueError(
                 f"PolicyConfig: unknown keys {unknown}; valid keys are {sorted(names)}")
         if require_all:
-            missing = [n for n in names if n not in data and n not in ADDED_KEYS_OLD_VALUES]
+            missing = cls.missing_keys(data)
             if missing:
                 raise ValueError(f"PolicyConfig: missing keys {missing}")
             data = {**{k: v for k, v in ADDED_KEYS_OLD_VALUES.items() if k not in data}, **data}
         return cls(**data)
+
+    @classmethod
+    def missing_keys(cls, data: dict[str, Any]) -> list[str]:
+        """Fields a stored config must hold: all but those added later with an old value."""
+        return [n for n in cls.field_names() if n not in data and n not in ADDED_KEYS_OLD_VALUES]
 
     # --- validation -----------------------------------------------------------------------
     def validate(self) -> None:

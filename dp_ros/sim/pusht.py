@@ -38,11 +38,11 @@ def surface_to_rgb(surface):
     ).copy()
 
 
-
 def substeps(dt_s: float, physics_dt: float) -> tuple[int, float]:
     """Split a control step into equal physics sub-steps no longer than physics_dt."""
     n = max(1, int(np.ceil(dt_s / physics_dt - 1e-9)))
     return n, dt_s / n
+
 
 class PushTTask:
     """Push the grey T onto the green goal pose with a circular pusher.
