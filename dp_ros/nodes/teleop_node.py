@@ -6,15 +6,12 @@ as received (raw subscriptions), see dp_ros.data.bag_writer.
 """
 
 import json
-import re
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState, Joy
@@ -22,7 +19,7 @@ from std_srvs.srv import Trigger
 
 from dp_ros import topics
 from dp_ros.core.teleop import TeleopMapper
-from dp_ros.data.bag_writer import EpisodeBagWriter
+from dp_ros.data.recorder import EpisodeRecorder
 from dp_ros.graph import default_config, load_params
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_pose, ns_to_time, pose_to_msg, task_state_from_msg
@@ -39,6 +36,9 @@ RECORDED = {
 SIM_RECORDED = {topics.SIM_TASK_STATE: (DiagnosticStatus, "diagnostic_msgs/msg/DiagnosticStatus")}
 SENSOR_TOPICS = {topics.ROBOT_TCP_POSE, topics.ROBOT_JOINTS, topics.SERVO_COMMAND, topics.TELEOP_TWIST,
                  topics.TELEOP_JOY}
+# Recorder queue depth: 2 s of the fastest recorded stream (100 Hz), far above the longest stall of
+# this process (the expert's planning plus a bag flush).
+RECORD_QUEUE_DEPTH = 200
 
 
 def _graph_defaults():
@@ -48,11 +48,6 @@ def _graph_defaults():
     return {"workspace_min": servo["workspace_min"], "workspace_max": servo["workspace_max"],
             "camera_names": cams["camera_names"], "sim": False, "task": world["task"],
             "task_xy_min": world["task_xy_min"], "task_xy_max": world["task_xy_max"]}
-
-
-def next_episode_name(root: Path) -> str:
-    used = [int(m.group(1)) for p in root.glob("episode_*") if (m := re.match(r"episode_(\d+)", p.name))]
-    return f"episode_{max(used, default=-1) + 1:04d}"
 
 
 class TeleopNode(Node):
@@ -65,11 +60,6 @@ class TeleopNode(Node):
         self.diag = Diagnostics(self)
         self.measured = None
         self.task_state = {}
-        self.writer = None
-        self.episode_success = False
-        self.episodes_saved = 0
-        self._lock = threading.Lock()
-        cb = ReentrantCallbackGroup()
 
         self.target_pub = self.create_publisher(PoseStamped, topics.SERVO_TARGET, 10)
         self.twist_pub = self.create_publisher(Twist, topics.TELEOP_TWIST, qos_profile_sensor_data)
@@ -84,13 +74,17 @@ class TeleopNode(Node):
             self.recorded[topics.CAMERA_IMAGE.format(name=cam)] = (Image, "sensor_msgs/msg/Image")
         if p["sim"]:
             self.recorded.update(SIM_RECORDED)
-        # Deep queues: a short stall of this process (GIL, a chunk flush) must not lose messages;
-        # best-effort readers only drop what overflows their history.
-        sensor_qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.BEST_EFFORT)
+        stamped = [t for t, (cls, _) in self.recorded.items() if hasattr(cls, "header")]
+        self.recorder = EpisodeRecorder(p["output_dir"], {t: ty for t, (_, ty) in self.recorded.items()},
+                                        stamped_topics=stamped)
+        # Deep queues: a short stall of this process (the expert planning, a chunk flush) must not
+        # lose messages; best-effort readers only drop what overflows their history. The callback
+        # takes the message info: its publication sequence numbers prove nothing was lost.
+        sensor_qos = QoSProfile(depth=RECORD_QUEUE_DEPTH, reliability=ReliabilityPolicy.BEST_EFFORT)
         for topic, (msg_type, _) in self.recorded.items():
-            qos = sensor_qos if (topic in SENSOR_TOPICS or topic.startswith("/camera/")) else 200
-            self.create_subscription(msg_type, topic, lambda data, t=topic: self._record(t, data), qos,
-                                     raw=True, callback_group=cb)
+            qos = sensor_qos if (topic in SENSOR_TOPICS or topic.startswith("/camera/")) else RECORD_QUEUE_DEPTH
+            self.create_subscription(msg_type, topic, lambda data, info, t=topic: self._record(t, data, info),
+                                     qos, raw=True)
 
         self.create_service(Trigger, topics.RECORD_START, lambda q, r: self._srv(r, self.start_episode))
         self.create_service(Trigger, topics.RECORD_STOP, lambda q, r: self._srv(r, self.stop_episode))
@@ -148,25 +142,27 @@ class TeleopNode(Node):
 
     def _on_task(self, msg):
         self.task_state = task_state_from_msg(msg)
-        if self.writer is not None and self.task_state.get("success"):
-            self.episode_success = True   # latched: Push-T coverage may dip after a success
+        if self.task_state.get("success"):
+            self.recorder.latch_success()
 
-    def _record(self, topic, data):
-        writer = self.writer
-        if writer is not None:
-            writer.write(topic, self.get_clock().now().nanoseconds, data)
+    def _record(self, topic, data, info):
+        gid = info.get("publisher_gid") or {}
+        self.recorder.on_message(topic, self.get_clock().now().nanoseconds, data,
+                                 seq=info.get("publication_sequence_number"), publisher=bytes(gid.get("data", b"")),
+                                 sent_ns=info.get("source_timestamp"), received_ns=info.get("received_timestamp"))
 
     # --- control tick
     def _tick(self):
         if self.mapper.target is None:
             return
+        # Stamp the control step before the expert plans: the target belongs to this tick's time.
+        now = self.get_clock().now().nanoseconds
         event = self.device.read(0.0) if self.p["backend"] == "scripted" else self._latest
         if event is None:
             trans, rot, buttons = np.zeros(3), np.zeros(3), (False, False)
         else:
             trans, rot, buttons = event.translation, event.rotation, event.buttons
         step = self.mapper.step(trans, rot, buttons, self.dt)
-        now = self.get_clock().now().nanoseconds
         self.target_pub.publish(pose_to_msg(step.target, now))
         twist = Twist()
         twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in trans)
@@ -176,7 +172,7 @@ class TeleopNode(Node):
         joy.header.stamp = ns_to_time(now)
         self.joy_pub.publish(joy)
         if step.toggle_record:
-            ok, message = (self.stop_episode() if self.writer is not None else self.start_episode())
+            ok, message = (self.stop_episode() if self.recorder.recording else self.start_episode())
             self.get_logger().info(message)
 
     # --- episodes
@@ -193,52 +189,40 @@ class TeleopNode(Node):
         return True, "target re-synced to the measured pose"
 
     def start_episode(self):
-        with self._lock:
-            if self.writer is not None:
-                return False, f"already recording {self.writer.name}"
-            root = Path(self.p["output_dir"])
-            root.mkdir(parents=True, exist_ok=True)
-            name = next_episode_name(root)
-            meta = {"task": self.p["task"] if self.p["sim"] else "real", "backend": self.p["backend"],
-                    "sim": bool(self.p["sim"]), "control_frequency_hz": self.p["rate_hz"],
-                    "camera_names": list(self.p["camera_names"]), "parameters": dict(self.p),
-                    "start_time_ns": self.get_clock().now().nanoseconds,
-                    "seed": self.task_state.get("seed")}
-            self.episode_success = False
-            self.writer = EpisodeBagWriter(root, name, {t: ty for t, (_, ty) in self.recorded.items()}, meta)
-            return True, f"recording {root / name}"
+        return self.recorder.start(
+            self.get_clock().now().nanoseconds, task=self.p["task"] if self.p["sim"] else "real",
+            backend=self.p["backend"], sim=bool(self.p["sim"]), control_frequency_hz=self.p["rate_hz"],
+            camera_names=list(self.p["camera_names"]), parameters=dict(self.p), seed=self.task_state.get("seed"))
 
     def stop_episode(self, **fields):
-        with self._lock:
-            if self.writer is None:
-                return False, "not recording"
-            writer, self.writer = self.writer, None
-        success = (self.episode_success or bool(self.task_state.get("success"))) if self.p["sim"] else None
-        path = writer.close(success=success, **fields)
-        self.episodes_saved += 1
-        return True, json.dumps({"path": str(path), "success": success, "counts": writer.counts})
+        success = (self.recorder.success or bool(self.task_state.get("success"))) if self.p["sim"] else None
+        ok, info = self.recorder.stop(success=success, **fields)
+        if ok and info["lost_messages"]:
+            self.get_logger().warn(f"episode {info['path']}: {info['lost_messages']} messages lost in delivery "
+                                   f"(see its metadata 'delivery')")
+        return ok, (json.dumps(info) if ok else info)
 
     def discard_episode(self):
-        with self._lock:
-            if self.writer is None:
-                return False, "not recording"
-            writer, self.writer = self.writer, None
-        writer.discard()
-        return True, f"discarded {writer.name}"
+        return self.recorder.discard()
 
     def _report(self):
-        self.diag.publish("ok", "recording" if self.writer is not None else "idle",
-                          {"episodes_saved": self.episodes_saved,
-                           "recording": self.writer.name if self.writer is not None else ""})
+        rec = self.recorder
+        delivery = rec.delivery.current if rec.recording else rec.last_delivery
+        values = {"episodes_saved": rec.episodes_saved, "recording": rec.writer.name if rec.recording else ""}
+        for topic, d in delivery.items():
+            values[f"{topic}.written"] = d["written"]
+            values[f"{topic}.lost"] = d["lost"]
+        lost = sum(d["lost"] for d in delivery.values())
+        self.diag.publish("warn" if lost else "ok", "recording" if rec.recording else "idle", values)
 
     def close(self):
-        if self.writer is not None:   # keep what was recorded, clearly marked
+        if self.recorder.recording:   # keep what was recorded, clearly marked
             self.stop_episode(interrupted=True, notes="recording stopped by node shutdown")
         self.device.close()
 
 
 def main(args=None):
-    return run(TeleopNode, args, multithreaded=True)
+    return run(TeleopNode, args, executor="single")   # message info on raw subscriptions
 
 
 if __name__ == "__main__":
