@@ -1,15 +1,17 @@
 """policy_node: To-step observation buffer -> DDIM inference -> Tp-step chunk with absolute times.
 
-Inference runs in its own thread (never on the executor), triggered by the action scheduler's
-requests, so subscriptions keep filling the buffer while the network runs.
+The network runs in an inference process of its own (dp_ros.policy.worker), fed by a thread of
+this node on the scheduler's requests: the executor keeps filling the observation buffer while
+the network runs, and neither waits for the other's interpreter lock. The heartbeat is published
+only while that thread and the inference process are alive.
 """
 
+import os
 import threading
 import time
 
 import cv2
 import numpy as np
-import torch
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -18,57 +20,21 @@ from std_msgs.msg import Header
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
-from dp_ros.core.action_space import ActionSpace
 from dp_ros.core.obs_buffer import ObservationBuffer, StaleObservation
-from dp_ros.core.robot_features import feature, robot_spec
+from dp_ros.core.robot_features import feature
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_image, msg_to_pose, ns_to_time, time_to_ns, trajectory_to_msg
-from dp_ros.policy.checkpoint import load_checkpoint
+from dp_ros.policy.config import PolicyConfig
+from dp_ros.policy.worker import InferenceProcess
+
+WARN_THROTTLE_S = 1.0
 
 
-class ChunkPlanner:
-    """ROS-free: observation -> policy -> (times_ns, poses). Kept apart from the node for testing."""
-
-    def __init__(self, policy, robot: dict, device):
-        self.policy = policy
-        self.cfg = policy.config
-        self.device = device
-        self.action_space = ActionSpace(robot["action_space"], np.asarray(robot["fixed_pose"]))
-        self.dt_ns = int(round(1e9 / self.cfg.control_frequency_hz))
-
-    def to_tensors(self, obs):
-        batch = {}
-        for cam, frames in obs.images.items():
-            x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-            batch[cam] = x.permute(0, 3, 1, 2).float().div_(255.0).unsqueeze(0)
-        for key, values in obs.lowdim.items():
-            batch[key] = torch.as_tensor(values, dtype=torch.float32, device=self.device).unsqueeze(0)
-        return batch
-
-    def plan(self, obs, generator=None):
-        with torch.inference_mode():
-            out = self.policy.predict_action(self.to_tensors(obs), generator=generator)
-        actions = out["action_pred"][0].float().cpu().numpy()
-        if not np.all(np.isfinite(actions)):
-            raise ValueError("policy produced non-finite actions; chunk discarded")
-        # Action k of the chunk is meant for the k-th step of the grid that starts at the first
-        # observation: index To-1 is the newest observation's time.
-        t0 = int(obs.stamps_ns[0])
-        times = np.array([t0 + k * self.dt_ns for k in range(len(actions))], dtype=np.int64)
-        poses = np.stack([self.action_space.to_pose(a) for a in actions])
-        return times, poses
-
-    def warm_up(self, n=2):
-        cfg = self.cfg
-        To = cfg.obs_horizon
-        batch = {cam: torch.zeros(1, To, 3, h, w, device=self.device) for cam, (h, w) in cfg.cameras.items()}
-        for key, dim in cfg.lowdim_obs.items():
-            batch[key] = torch.zeros(1, To, dim, device=self.device)
-        for _ in range(n):
-            with torch.inference_mode():
-                self.policy.predict_action(batch)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+def inference_device(want: str) -> str:
+    if want != "auto":
+        return want
+    import torch   # only to ask; the inference process does the work
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class PolicyNode(Node):
@@ -77,14 +43,14 @@ class PolicyNode(Node):
         self.p = declare(self, "policy_node")
         if not self.p["checkpoint"]:
             raise ValueError("parameter 'checkpoint' is empty: pass a checkpoint directory")
-        want = self.p["device"]
-        device = torch.device("cuda" if (want == "auto" and torch.cuda.is_available()) else
-                              ("cpu" if want == "auto" else want))
-        policy = load_checkpoint(self.p["checkpoint"], device=device)
-        cfg = policy.config
-        extra = getattr(policy, "checkpoint_extra", None) or {}
-        self.robot = robot_spec(extra, cfg.lowdim_obs, cfg.action_dim)
-        self.planner = ChunkPlanner(policy, self.robot, device)
+        # One core stays for the other nodes: torch's intra-op threads on every core collapse as
+        # soon as anything else runs (measured 8x slower with one busy process beside it).
+        threads = int(self.p["torch_threads"]) or max(1, (os.cpu_count() or 1) - 1)
+        self.worker = InferenceProcess(self.p["checkpoint"], inference_device(self.p["device"]), threads,
+                                       int(self.p["inference_nice"]))
+        info = self.worker.start()
+        cfg = PolicyConfig.from_dict(info["config"])
+        self.robot = info["robot"]
         self.buffer = ObservationBuffer(list(cfg.cameras), dict(cfg.lowdim_obs), cfg.obs_horizon,
                                         1.0 / cfg.control_frequency_hz,
                                         max_frame_age_s=self.p["max_frame_age_s"],
@@ -97,19 +63,22 @@ class PolicyNode(Node):
                                      lambda msg, cam=cam, size=tuple(size): self._on_image(cam, size, msg),
                                      qos_profile_sensor_data)
         self._joints = None
-        self.create_subscription(JointState, topics.ROBOT_JOINTS, self._on_joints, qos_profile_sensor_data)
+        if "joints" in self.robot["obs_sources"].values():   # 100+ msgs/s the policy need not parse otherwise
+            self.create_subscription(JointState, topics.ROBOT_JOINTS, self._on_joints, qos_profile_sensor_data)
         self.create_subscription(PoseStamped, topics.ROBOT_TCP_POSE, self._on_pose, qos_profile_sensor_data)
         self.create_subscription(Header, topics.POLICY_REQUEST, self._on_request, 10)
 
-        self.latencies = []
+        self.latencies = []        # request received -> chunk published, s
+        self.compute_s = []        # the network alone, in the inference process
         self.chunks = 0
         self.failures = 0
         self.last_error = ""
+        self.fatal = ""
         self._request = threading.Event()
+        self._request_t = None
         self._running = True
-        t = time.perf_counter()
-        self.planner.warm_up()
-        self.get_logger().info(f"policy ready on {device} (warm-up {time.perf_counter() - t:.2f} s), "
+        self.get_logger().info(f"policy ready on {info['device']}, {threads} torch thread(s), priority: "
+                               f"{info['priority']} (warm-up {info['warm_up_s']:.2f} s), "
                                f"To={cfg.obs_horizon} Tp={cfg.pred_horizon} Ta={cfg.action_horizon}")
         self._thread = threading.Thread(target=self._inference_loop, daemon=True)
         self._thread.start()
@@ -121,7 +90,8 @@ class PolicyNode(Node):
         try:
             image = msg_to_image(msg)
         except ValueError as exc:
-            self.get_logger().warn(f"camera {cam}: {exc}", throttle_duration_sec=2.0)
+            # rclpy keys log throttling by call site: every warn of this node uses WARN_THROTTLE_S
+            self.get_logger().warn(f"camera {cam}: {exc}", throttle_duration_sec=WARN_THROTTLE_S)
             return
         h, w = size
         if image.shape[:2] != (h, w):
@@ -139,48 +109,64 @@ class PolicyNode(Node):
         self.buffer.add_state(time_to_ns(msg.header.stamp), values)
 
     def _on_request(self, msg):
+        self._request_t = time.perf_counter()
         self._request.set()
 
     # --- inference thread
     def _inference_loop(self):
-        while self._running:
-            if not self._request.wait(timeout=0.2):
-                continue
-            self._request.clear()
-            t_start = time.perf_counter()
-            try:
-                obs = self.buffer.build(self.get_clock().now().nanoseconds)
-                times, poses = self.planner.plan(obs)
-            except (StaleObservation, ValueError) as exc:
-                self.failures += 1
-                self.last_error = str(exc)
-                self.get_logger().warn(f"no chunk: {exc}", throttle_duration_sec=1.0)
-                continue
-            latency = time.perf_counter() - t_start
-            msg = trajectory_to_msg(times, poses)
-            self.chunk_pub.publish(msg)
-            self.chunks += 1
-            self.last_error = ""
-            self.latencies.append(latency)
-            del self.latencies[:-200]
+        try:
+            while self._running:
+                if not self._request.wait(timeout=0.2):
+                    continue
+                self._request.clear()
+                t_request = self._request_t or time.perf_counter()
+                try:
+                    obs = self.buffer.build(self.get_clock().now().nanoseconds)
+                    times, poses, compute_s = self.worker.plan(obs)
+                except (StaleObservation, ValueError) as exc:
+                    self.failures += 1
+                    self.last_error = str(exc)
+                    self.get_logger().warn(f"no chunk: {exc}", throttle_duration_sec=WARN_THROTTLE_S)
+                    continue
+                self.chunk_pub.publish(trajectory_to_msg(times, poses))
+                self.chunks += 1
+                self.last_error = ""
+                self.latencies.append(time.perf_counter() - t_request)
+                self.compute_s.append(compute_s)
+                del self.latencies[:-200], self.compute_s[:-200]
+        except Exception as exc:  # noqa: BLE001 - no silent death: the heartbeat stops, diagnostics say why
+            self.fatal = f"inference stopped: {type(exc).__name__}: {exc}"
+            self.get_logger().error(self.fatal)
+
+    @property
+    def inference_alive(self) -> bool:
+        return self._thread.is_alive() and self.worker.alive and not self.fatal
 
     def _heartbeat(self):
+        # The heartbeat means "a request will be answered": silent when inference is dead.
+        if not self.inference_alive:
+            return
         msg = Header(frame_id="policy")
         msg.stamp = ns_to_time(self.get_clock().now().nanoseconds)
         self.heartbeat_pub.publish(msg)
 
     def _report(self):
         lat = np.asarray(self.latencies[-100:]) * 1e3
-        values = {"chunks": self.chunks, "failures": self.failures, "device": str(self.planner.device)}
+        net = np.asarray(self.compute_s[-100:]) * 1e3
+        values = {"chunks": self.chunks, "failures": self.failures, "device": self.worker.info.get("device", "")}
         if lat.size:
             values.update(latency_ms_median=f"{np.median(lat):.1f}", latency_ms_p90=f"{np.percentile(lat, 90):.1f}",
-                          latency_ms_max=f"{lat.max():.1f}")
+                          latency_ms_max=f"{lat.max():.1f}", network_ms_median=f"{np.median(net):.1f}")
+        if not self.inference_alive:
+            self.diag.publish("error", self.fatal or "inference process died", values)
+            return
         level = "warn" if self.failures and self.last_error else "ok"
         self.diag.publish(level, self.last_error or "ready", values)
 
     def close(self):
         self._running = False
         self._thread.join(timeout=2.0)
+        self.worker.close()
 
 
 def main(args=None):

@@ -1,0 +1,143 @@
+"""Inference in a process of its own.
+
+The policy node's executor thread and an inference thread in one interpreter share its lock:
+on a 2-core machine the executor's callbacks (100+ state messages/s) held it for tens of ms per
+chunk. Here the network runs in a child process that owns its interpreter and CPU threads; the
+node sends it an Observation and gets back the timed chunk. The child is started with 'spawn'
+(never fork a process that runs DDS threads) and imports no ROS.
+
+Scheduling: the child raises its priority (nice, and its session's autogroup nice, which is what
+counts between processes started in sessions of their own) when the OS permits; `info["priority"]`
+says what it got.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+
+
+class InferenceError(RuntimeError):
+    """The inference process failed to start or died."""
+
+
+def raise_priority(nice: int) -> str:
+    """Best effort: nice for this process and its autogroup. Returns what was granted."""
+    if nice >= 0:
+        return "default"
+    granted = []
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+        granted.append(f"nice {nice}")
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(nice))
+        granted.append(f"autogroup nice {nice}")
+    except OSError:
+        pass
+    return ", ".join(granted) or "not permitted (needs CAP_SYS_NICE)"
+
+
+def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
+    try:
+        import torch
+
+        from dp_ros.core.robot_features import robot_spec
+        from dp_ros.policy.checkpoint import load_checkpoint
+        from dp_ros.policy.planner import ChunkPlanner
+
+        torch.set_num_threads(threads)
+        priority = raise_priority(nice)
+        dev = torch.device(device)
+        policy = load_checkpoint(checkpoint, device=dev)
+        cfg = policy.config
+        robot = robot_spec(getattr(policy, "checkpoint_extra", None) or {}, cfg.lowdim_obs, cfg.action_dim)
+        planner = ChunkPlanner(policy, robot, dev)
+        t = time.perf_counter()
+        planner.warm_up()
+        conn.send(("ready", {"config": cfg.to_dict(), "robot": robot, "device": str(dev), "threads": threads,
+                             "priority": priority, "warm_up_s": time.perf_counter() - t, "pid": os.getpid()}))
+    except Exception as exc:  # noqa: BLE001 - report the reason to the node, then exit
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    while True:
+        try:
+            obs = conn.recv()
+        except EOFError:
+            return                       # the node went away
+        if obs is None:
+            return
+        t = time.perf_counter()
+        try:
+            times, poses = planner.plan(obs)
+            conn.send(("ok", times, poses, time.perf_counter() - t))
+        except Exception as exc:  # noqa: BLE001 - a bad observation fails one chunk, not the process
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class InferenceProcess:
+    """Parent side: start(), plan(obs) -> (times, poses, compute_s), close()."""
+
+    def __init__(self, checkpoint, device: str = "cpu", threads: int = 1, nice: int = -10):
+        self._args = (str(checkpoint), str(device), int(threads), int(nice))
+        self._proc = None
+        self._conn = None
+        self.info: dict = {}
+
+    def start(self, timeout_s: float = 300.0) -> dict:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, *self._args), name="dp_ros-inference", daemon=True)
+        self._proc.start()
+        child.close()
+        if not self._conn.poll(timeout_s):
+            self.close()
+            raise InferenceError(f"inference process not ready after {timeout_s:.0f} s")
+        status, payload = self._recv()
+        if status != "ready":
+            self.close()
+            raise InferenceError(f"inference process failed to start: {payload}")
+        self.info = payload
+        return payload
+
+    def _recv(self):
+        try:
+            msg = self._conn.recv()
+        except (EOFError, OSError):
+            code = self._proc.exitcode if self._proc is not None else None
+            raise InferenceError(f"inference process died (exit code {code})") from None
+        return msg[0], (msg[1] if len(msg) == 2 else msg[1:])
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def plan(self, obs):
+        """Blocking; ValueError for a failed chunk, InferenceError if the process is gone."""
+        if not self.alive:
+            raise InferenceError(f"inference process is not running (exit code {self._proc.exitcode})")
+        try:
+            self._conn.send(obs)
+        except (BrokenPipeError, OSError):
+            raise InferenceError("inference process died") from None
+        status, payload = self._recv()
+        if status == "ok":
+            return payload
+        raise ValueError(payload)
+
+    def close(self):
+        if self._proc is None:
+            return
+        try:
+            self._conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self._proc.join(timeout=2.0)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=2.0)
+        self._conn.close()
+        self._proc = None
