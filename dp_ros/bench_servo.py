@@ -1,8 +1,10 @@
-"""`dp-ros bench servo [--rate 125|500] [--seconds 10]`: timing of the servo loop as deployed.
+"""`dp-ros bench servo [--rate 125|500] [--seconds 10] [--load]`: timing of the servo loop as deployed.
 
 Starts ur5_servo_node (sim backend) as its own process with the sleep-then-spin loop, feeds it
-robot state and a moving waypoint stream over DDS, and reports its loop period error and the
-command rate received, from its /diagnostics. A measurement: prints JSON, asserts nothing.
+robot state and a moving waypoint stream over DDS, and reports its loop period error (p50, p99,
+max), missed ticks and the command rate received, from its /diagnostics. `--load` runs the
+shipped policy's inference back to back the whole time, in the inference process the policy node
+uses (same threads and priority). A measurement: prints JSON, asserts nothing.
 """
 
 import argparse
@@ -18,8 +20,10 @@ import numpy as np
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="dp-ros bench servo", description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=float, default=125.0, help="servo loop rate (Hz)")
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=10.0, help="measurement window (the servo keeps 10 s)")
+    ap.add_argument("--load", action="store_true", help="policy inference back to back in another process")
     args = ap.parse_args(argv)
+    load = InferenceLoad() if args.load else None
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -63,6 +67,7 @@ def main(argv=None):
     try:
         time.sleep(3.0)                       # start-up (process re-exec, discovery)
         stamps.clear()
+        missed0 = int(diag.get("missed_ticks", 0))
         time.sleep(args.seconds)
         if procs.dead():
             raise SystemExit(f"servo node died:\n{procs.log_tail('ur5_servo_node')}")
@@ -74,10 +79,16 @@ def main(argv=None):
                   "command_period_ms": {"median": round(float(np.median(period) * 1e3), 3),
                                         "p99": round(float(np.percentile(period, 99) * 1e3), 3),
                                         "max": round(float(period.max() * 1e3), 3)},
-                  "loop_period_error_ms_p99 (servo's own)": diag.get("period_error_ms_p99"),
-                  "ticks": diag.get("ticks"), "holds": diag.get("holds")}
+                  "loop_period_error_ms": {q: float(diag.get(f"period_error_ms_{q}", "nan"))
+                                           for q in ("p50", "p99", "max")},
+                  "missed_ticks": int(diag.get("missed_ticks", 0)) - missed0,
+                  "scheduling": diag.get("scheduling"), "ticks": diag.get("ticks"), "holds": diag.get("holds")}
+        if load is not None:
+            result["load"] = load.summary()
         print(json.dumps(result))
     finally:
+        if load is not None:
+            load.stop()
         procs.stop()
         node.destroy_timer(feeder)
         executor.shutdown(timeout_sec=1.0)
@@ -85,3 +96,45 @@ def main(argv=None):
         node.destroy_node()
         rclpy.shutdown()
     return 0
+
+
+class InferenceLoad:
+    """The deployed policy's inference (shipped model, same process setup) back to back."""
+
+    def __init__(self):
+        import os
+
+        from dp_ros.graph import default_checkpoint, read_checkpoint_config
+        from dp_ros.policy.worker import InferenceProcess
+        cfg = read_checkpoint_config(default_checkpoint())["policy_config"]
+        self.worker = InferenceProcess(default_checkpoint(), "cpu", max(1, (os.cpu_count() or 1) - 1))
+        self.worker.start()
+        self.obs = _dummy_observation(cfg)
+        self.times = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.times.append(self.worker.plan(self.obs)[2])
+
+    def summary(self):
+        t = np.asarray(self.times[1:]) * 1e3
+        return {"inferences": int(t.size), "predict_ms_median": round(float(np.median(t)), 1) if t.size else None}
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=10.0)
+        self.worker.close()
+
+
+def _dummy_observation(policy_cfg: dict):
+    from dp_ros.core.obs_buffer import Observation
+    To = int(policy_cfg["obs_horizon"])
+    rng = np.random.default_rng(0)
+    images = {cam: rng.integers(0, 255, (To, h, w, 3), dtype=np.uint8)
+              for cam, (h, w) in policy_cfg.get("cameras", {}).items()}
+    lowdim = {k: np.zeros((To, d)) for k, d in policy_cfg.get("lowdim_obs", {}).items()}
+    stamps = np.arange(To, dtype=np.int64) * int(1e8)
+    return Observation(stamps, images, lowdim, int(stamps[-1]))

@@ -5,6 +5,8 @@ Runs in its own process with its own loop (sleep-then-spin), not an rclpy timer:
 lose ticks at 500 Hz on small machines. Every command passes SafetyEnvelope.clamp first.
 """
 
+import collections
+import os
 import time
 
 import numpy as np
@@ -54,8 +56,9 @@ class Ur5ServoNode(Node):
         self.enabled = True
         self.holding = True
         self.hold_reason = "waiting for robot state"
-        self.counts = {"ticks": 0, "clamped": 0, "rejected_inputs": 0, "holds": 0}
-        self.period_errors = []
+        self.counts = {"ticks": 0, "clamped": 0, "rejected_inputs": 0, "holds": 0, "missed_ticks": 0}
+        self.period_errors = collections.deque(maxlen=int(10 * p["rate_hz"]))   # last 10 s, seconds late
+        self.scheduling = "default"
         self.create_timer(1.0, self._report)
 
     # --- inputs
@@ -146,14 +149,30 @@ class Ur5ServoNode(Node):
         self.cmd_pub.publish(msg)
 
     def _report(self):
-        err = np.abs(np.asarray(self.period_errors[-500:])) * 1e3
-        values = dict(self.counts, holding=self.holding, hold_reason=self.hold_reason)
+        err = np.abs(np.asarray(self.period_errors)) * 1e3
+        values = dict(self.counts, holding=self.holding, hold_reason=self.hold_reason, scheduling=self.scheduling)
         if err.size:
-            values.update(period_error_ms_p99=f"{np.percentile(err, 99):.2f}")
+            values.update(period_error_ms_p50=f"{np.percentile(err, 50):.3f}",
+                          period_error_ms_p99=f"{np.percentile(err, 99):.3f}", period_error_ms_max=f"{err.max():.3f}")
         self.diag.publish("ok", self.hold_reason or "following", values)
+
+    def _realtime(self):
+        """SCHED_FIFO for this loop's thread when the OS permits (root or CAP_SYS_NICE, or an
+        rtprio limit in /etc/security/limits.conf): the loop then preempts everything else on
+        its core, inference included. Otherwise it runs at normal priority, and says so."""
+        prio = int(self.p["realtime_priority"])
+        if prio <= 0:
+            return "default (realtime_priority 0)"
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+            return f"SCHED_FIFO {prio}"
+        except (OSError, AttributeError) as exc:
+            return f"default (SCHED_FIFO not permitted: {exc})"
 
     def loop(self, executor):
         """Fixed-rate loop: spin callbacks until just before each deadline, then sleep to it."""
+        self.scheduling = self._realtime()
+        self.get_logger().info(f"servo loop at {self.p['rate_hz']:g} Hz, scheduling: {self.scheduling}")
         deadline = time.monotonic()
         while rclpy.ok():
             deadline += self.period_s
@@ -167,7 +186,8 @@ class Ur5ServoNode(Node):
                 time.sleep(remaining)
             now = time.monotonic()
             self.period_errors.append(now - deadline)
-            del self.period_errors[:-1000]
+            if now - deadline >= self.period_s:      # a whole period late: that deadline was missed
+                self.counts["missed_ticks"] += int((now - deadline) / self.period_s)
             if now - deadline > 5 * self.period_s:
                 deadline = now   # fell far behind (machine stalled): resynchronise, don't burst
             self.tick()
