@@ -250,7 +250,10 @@ def resample_episode(ep, config: dict, tol: dict) -> tuple[dict, dict]:
 
     t, order = streams[config["action_topic"]]
     targets = ep[config["action_topic"]].data[order]
-    j = np.searchsorted(t, grid, side="right") - 1      # latest command at or before the step
+    # The command issued at step k: the latest target at or before grid[k] + dt/2, i.e. the one
+    # nearest the step. The teleop tick and the grid are both on dt, so timer jitter of less than
+    # dt/2 cannot move a label to the previous or next step (at exactly grid[k] it would).
+    j = np.clip(np.searchsorted(t, grid + dt_ns // 2, side="right") - 1, 0, len(t) - 1)
     space = ActionSpace(config["action_space"], config["fixed_pose"])
     try:
         data["action"] = space.from_pose(targets[j]).astype(np.float32)

@@ -29,6 +29,7 @@ class RobotStateNode(Node):
         self.joint_pub = self.create_publisher(JointState, topics.ROBOT_JOINTS, qos_profile_sensor_data)
         self.diag = Diagnostics(self)
         self.published = 0
+        self._last_sample_time = None
         self.create_timer(1.0 / self.p["rate_hz"], self._tick)
         self.create_timer(1.0, lambda: self.diag.publish("ok" if self.published else "warn",
                                                          "streaming" if self.published else "no robot state yet",
@@ -36,8 +37,9 @@ class RobotStateNode(Node):
 
     def _tick(self):
         sample = self.backend.read()
-        if sample is None:
-            return
+        if sample is None or sample.time_s == self._last_sample_time:
+            return   # nothing new since the last tick (the sim world steps at its own rate)
+        self._last_sample_time = sample.time_s
         # The sim backend stamps with the world's ROS time; RTDE samples are stamped on receipt.
         stamp_ns = int(sample.time_s * 1e9) if sample.time_s else self.get_clock().now().nanoseconds
         self.pose_pub.publish(pose_to_msg(sample.tcp_pose, stamp_ns))

@@ -19,6 +19,9 @@ from dp_ros.nodes.robot_state_node import UR_JOINTS
 from dp_ros.sim.world import SimWorld, TaskPlaneMapping
 
 
+MAX_CATCH_UP_S = 0.1
+
+
 class SimWorldNode(Node):
     def __init__(self):
         super().__init__("sim_world_node")
@@ -38,6 +41,7 @@ class SimWorldNode(Node):
         self.create_subscription(PoseStamped, topics.SIM_SERVO, self._on_servo, 10)
         self.create_service(Trigger, topics.SIM_RESET, self._on_reset)
         self.physics_dt = 1.0 / p["physics_rate_hz"]
+        self._last_step_ns = None
         self.create_timer(self.physics_dt, self._step)
         self.create_timer(1.0 / p["camera_fps"], self._render)
         self.create_timer(0.1, self._publish_task)
@@ -56,13 +60,19 @@ class SimWorldNode(Node):
         seed = int(self.p["seed"]) + self.episode
         self.world.reset(seed)
         self.episode_start_ns = self._now()
+        self._last_step_ns = self.episode_start_ns
         response.success = True
         response.message = json.dumps({"episode": self.episode, "seed": seed})
         return response
 
     def _step(self):
-        self.world.step(self.physics_dt)
+        # Advance by the time that really passed (in physics sub-steps): a late or skipped timer
+        # tick on a busy machine must not slow the world down (real-time factor 1). A stall longer
+        # than MAX_CATCH_UP_S is not replayed at once.
         now = self._now()
+        elapsed = self.physics_dt if self._last_step_ns is None else (now - self._last_step_ns) * 1e-9
+        self._last_step_ns = now
+        self.world.step(min(max(elapsed, 0.0), MAX_CATCH_UP_S))
         self.tcp_pub.publish(pose_to_msg(self.world.tcp_pose(), now))
         joints = JointState(name=UR_JOINTS, position=[float(q) for q in self.world.joints()])
         joints.header.stamp = ns_to_time(now)
@@ -79,6 +89,7 @@ class SimWorldNode(Node):
         state = dict(self.world.task_state())
         elapsed = (self._now() - self.episode_start_ns) * 1e-9
         state["elapsed_s"] = round(elapsed, 3)
+        state["real_time_factor"] = round(state["episode_time_s"] / elapsed, 4) if elapsed > 0.5 else 1.0
         state["done"] = bool(state.get("success")) or elapsed > self.p["episode_timeout_s"]
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name="sim_task", message=str(state.get("task", "")),
                                   hardware_id=f"episode {self.episode}")
