@@ -1,4 +1,4 @@
-"""`dp-ros bench inference|servo ...`: measurements that print JSON (no pass/fail)."""
+"""`dp-ros bench inference|servo|pipeline ...`: measurements that print JSON (no pass/fail)."""
 
 import sys
 
@@ -8,5 +8,8 @@ def main(argv=None):
     if argv and argv[0] == "servo":
         from dp_ros.bench_servo import main as servo_main
         return servo_main(argv[1:])
+    if argv and argv[0] == "pipeline":
+        from dp_ros.bench_pipeline import main as pipeline_main
+        return pipeline_main(argv[1:])
     from dp_ros.policy.bench import main as inference_main
     return inference_main(argv)

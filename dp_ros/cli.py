@@ -13,7 +13,7 @@ COMMANDS = {
     "convert": ("dp_ros.data.convert", "convert recorded bags into a zarr replay buffer"),
     "train": ("dp_ros.train.cli", "train a policy (same as dp-train)"),
     "eval": ("dp_ros.evaluate", "closed-loop evaluation in simulation through the deploy graph"),
-    "bench": ("dp_ros.bench", "benchmarks: `dp-ros bench inference --preset paper-real|sim`, `dp-ros bench servo`"),
+    "bench": ("dp_ros.bench", "benchmarks: `dp-ros bench inference --preset paper-real|sim`, `dp-ros bench servo`, `dp-ros bench pipeline`"),
     "sanity": ("dp_ros.sanity.cli", "the method's sanity checks: `dp-ros sanity lqr|multimodal`"),
 }
 

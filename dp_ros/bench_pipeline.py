@@ -1,0 +1,142 @@
+"""`dp-ros bench pipeline [--checkpoint DIR] [--episodes N]`: does the real-time path keep up?
+
+First the checkpoint's own predict_action time, in the inference process the policy node uses
+(same threads, same priority) on the idle machine. Then the sim deploy graph runs N episodes and
+the same run reports, from the wire:
+  - request -> chunk latency (median, p90, max) and its ratio to predict_action's median;
+  - capture -> first executed waypoint: how old the newest observation is when the first
+    waypoint of its chunk reaches the servo;
+  - stale fraction: of the Ta waypoints a chunk is meant to execute (indices To-1 ... To+Ta-2,
+    the paper's execution window), those already past (within exec_latency) on arrival;
+  - the sim world's real-time factor (simulated / wall time).
+A measurement: prints JSON, asserts nothing.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _summary(values, scale=1.0, digits=1):
+    v = np.asarray(values, dtype=float) * scale
+    if not v.size:
+        return None
+    return {"median": round(float(np.median(v)), digits), "p90": round(float(np.percentile(v, 90)), digits),
+            "max": round(float(v.max()), digits), "n": int(v.size)}
+
+
+def predict_action_ms(checkpoint, repeats: int) -> dict:
+    from dp_ros.bench_servo import _dummy_observation
+    from dp_ros.graph import read_checkpoint_config
+    from dp_ros.policy.worker import InferenceProcess
+    cfg = read_checkpoint_config(checkpoint)["policy_config"]
+    worker = InferenceProcess(checkpoint, "cpu", max(1, (os.cpu_count() or 1) - 1))
+    info = worker.start()
+    try:
+        obs = _dummy_observation(cfg)
+        times = [worker.plan(obs)[2] for _ in range(repeats)]
+    finally:
+        worker.close()
+    out = _summary(times, 1e3)
+    out.update(threads=info["threads"], priority=info["priority"], device=info["device"])
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="dp-ros bench pipeline", description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    ap.add_argument("--episodes", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=15, help="predict_action calls on the idle machine")
+    ap.add_argument("--seed", type=int, default=200_000)
+    ap.add_argument("--log-dir", default=None)
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args(argv)
+
+    from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+    from dp_ros import topics
+    from dp_ros.graph import default_checkpoint, default_config, deploy_graph, load_params, read_checkpoint_config
+    from dp_ros.monitor import GraphMonitor, wait_until
+    from dp_ros.nodes.msgs import msg_to_trajectory
+    from dp_ros.processes import NodeProcesses
+    from dp_ros.runner import run_episode
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    pcfg = read_checkpoint_config(checkpoint)["policy_config"]
+    To, Ta = int(pcfg["obs_horizon"]), int(pcfg["action_horizon"])
+    exec_latency_ns = int(load_params(default_config())["action_scheduler_node"]["exec_latency_s"] * 1e9)
+
+    network = predict_action_ms(checkpoint, args.repeats)
+    print(f"[bench pipeline] predict_action alone: median {network['median']} ms; running the graph",
+          file=sys.stderr, flush=True)
+
+    log_dir = Path(args.log_dir or f"runs/bench-pipeline-{time.strftime('%Y%m%d-%H%M%S')}")
+    specs = deploy_graph(sim=True, checkpoint=checkpoint, config_file=default_config(), seed=args.seed)
+    procs = NodeProcesses(specs, default_config(), log_dir)
+    monitor = None
+    chunks, streams, rtf = [], [], []
+    try:
+        procs.start()
+        monitor = GraphMonitor()
+        node = monitor.node
+        node.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK,
+                                 lambda m: chunks.append((node.get_clock().now().nanoseconds, msg_to_trajectory(m)[0])), 10)
+        node.create_subscription(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS,
+                                 lambda m: streams.append(msg_to_trajectory(m)[0][:1]), 50)
+        wait_until(lambda: "policy_node" in monitor.diagnostics, 180, procs, "the policy to be ready")
+        n_lat = len(monitor.latencies_s)
+        chunks.clear(), streams.clear()
+        episodes = []
+        for i in range(args.episodes):
+            episodes.append(run_episode(monitor, procs, i))
+            rtf.append(float(monitor.task.get("real_time_factor", float("nan"))))
+            print(f"[bench pipeline] episode {i}: success={episodes[-1]['success']}", file=sys.stderr, flush=True)
+        latencies = monitor.latencies_s[n_lat:]
+    finally:
+        if monitor is not None:
+            monitor.close()
+        procs.stop()
+
+    first_streamed = np.array(sorted({int(s[0]) for s in streams if len(s)}), dtype=np.int64)
+    ages, stale = [], []
+    for recv_ns, times in chunks:
+        window = times[To - 1:To - 1 + Ta]
+        stale.append(float(np.mean(window <= recv_ns + exec_latency_ns)))
+        executed = np.intersect1d(times, first_streamed)
+        if executed.size:
+            ages.append(executed[0] - times[To - 1])
+    lat = _summary(latencies, 1e3)
+    result = {
+        "checkpoint": str(checkpoint), "episodes": args.episodes,
+        "successes": sum(e["success"] for e in episodes),
+        "predict_action_ms": network,
+        "request_to_chunk_ms": lat,
+        "latency_ratio": round(lat["median"] / network["median"], 3) if lat else None,
+        "capture_to_first_executed_waypoint_ms": _summary(ages, 1e-6),
+        "stale_fraction_of_executed_window": round(float(np.mean(stale)), 4) if stale else None,
+        "sim_real_time_factor": {"min": round(float(np.nanmin(rtf)), 4), "mean": round(float(np.nanmean(rtf)), 4)}
+        if rtf else None,
+        "cpu": _cpu_name(),
+    }
+    text = json.dumps(result)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                flags = open("/proc/cpuinfo").read()
+                return f"{name} ({os.cpu_count()} cores{', AMX' if 'amx_bf16' in flags else ''})"
+    except OSError:
+        pass
+    return "unknown"
