@@ -1,0 +1,65 @@
+"""EpisodeRecorder / DeliveryCounter without ROS: sequence-number accounting of lost messages,
+publisher restarts, stamp gaps read from CDR bytes, and the episode lifecycle on disk."""
+
+import numpy as np
+from rclpy.serialization import serialize_message
+
+from dp_ros.data.bag_reader import read_episode
+from dp_ros.data.recorder import DeliveryCounter, EpisodeRecorder, header_stamp_ns
+from dp_ros.nodes.msgs import pose_to_msg
+
+POSE = "geometry_msgs/msg/PoseStamped"
+HOME = np.array([0.5, 0.0, 0.1, 1.0, 0.0, 0.0, 0.0])
+
+
+def cdr(stamp_ns):
+    return serialize_message(pose_to_msg(HOME, stamp_ns))
+
+
+def test_header_stamp_is_read_from_the_serialized_bytes():
+    assert header_stamp_ns(cdr(1_234_567_890_123)) == 1_234_567_890_123
+    assert header_stamp_ns(b"\x00\x01\x00\x00") is None
+
+
+def test_gaps_in_sequence_numbers_are_lost_messages():
+    c = DeliveryCounter(stamped_topics=["/a"])
+    c.on_message("/a", cdr(0), seq=1, publisher=b"p")        # before the episode: baseline only
+    c.start(["/a", "/b"])
+    for seq in (2, 3, 6, 7):                                   # 4 and 5 never arrived
+        c.on_message("/a", cdr(seq * 10_000_000), seq=seq, publisher=b"p")
+    report = c.stop()
+    assert report["/a"]["written"] == 4 and report["/a"]["lost"] == 2 and report["/a"]["published"] == 6
+    assert abs(report["/a"]["max_stamp_gap_s"] - 0.03) < 1e-9
+    assert report["/b"] == {**report["/b"], "published": 0, "written": 0, "lost": 0}
+
+
+def test_first_message_lost_after_start_is_counted_and_restarts_are_not_loss():
+    c = DeliveryCounter()
+    c.on_message("/a", b"", seq=10, publisher=b"p")
+    c.start(["/a"])
+    c.on_message("/a", b"", seq=12, publisher=b"p")            # 11 was the episode's first: lost
+    c.on_message("/a", b"", seq=1, publisher=b"p")             # the publisher restarted (same id)
+    c.on_message("/a", b"", seq=2, publisher=b"p")
+    c.on_message("/a", b"", seq=5, publisher=b"q")             # a new publisher mid-episode
+    c.on_message("/a", b"", seq=6, publisher=b"q")
+    r = c.stop()["/a"]
+    assert r["lost"] == 1 and r["written"] == 5 and r["publishers"] == 2
+
+
+def test_episode_lifecycle_and_delivery_in_metadata(tmp_path):
+    rec = EpisodeRecorder(tmp_path, {"/pose": POSE}, stamped_topics=["/pose"], base_metadata={"task": "t"})
+    rec.on_message("/pose", 1, cdr(1), seq=1, publisher=b"p")       # not recording: counted, not written
+    assert rec.start(100, seed=7)[0] and not rec.start(101)[0]
+    for k in range(2, 12):
+        if k != 5:
+            rec.on_message("/pose", 100 + k, cdr(100 + k), seq=k, publisher=b"p")
+    rec.latch_success()
+    ok, info = rec.stop(success=rec.success)
+    assert ok and info["lost_messages"] == 1 and info["success"] is True
+    ep = read_episode(info["path"])
+    assert ep.metadata["delivery"]["/pose"]["lost"] == 1 and ep.metadata["seed"] == 7
+    assert ep.metadata["task"] == "t" and len(ep["/pose"].log_ns) == 9
+    assert rec.stop() == (False, "not recording")
+    assert rec.start(200)[0] and rec.next_name() == "episode_0002"
+    assert rec.discard()[0] and rec.next_name() == "episode_0001"
+    assert not rec.success
