@@ -9,6 +9,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from dp_ros import topics
+from dp_ros.core.priority import raise_priority
 from dp_ros.graph import default_config, load_params
 
 DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
@@ -46,12 +47,14 @@ class Diagnostics:
         self._pub.publish(array)
 
 
-def make_executor(kind: str = "events"):
-    """The executor every node spins. rclpy's EventsExecutor (C++) costs about half the CPU of
-    SingleThreadedExecutor per message on these machines, and the MultiThreadedExecutor ten times
-    more (it polls its futures: a 300 msg/s recorder lost 80 % of its input). "single" is for
-    callbacks that take message info on raw subscriptions, which the EventsExecutor of this rclpy
-    cannot deliver ("null argument to internal routine")."""
+def make_executor(kind: str = "single"):
+    """The executor every node spins. SingleThreadedExecutor by default: rclpy's EventsExecutor
+    (C++) costs about half its CPU per message here, but on a starved machine (two busy loops
+    beside the Push-T recording graph) the sim world on it stalled for seconds and left a service
+    unanswered, while on this one it kept up; the MultiThreadedExecutor costs ten times more (it
+    polls its futures: a 300 msg/s recorder lost 80 % of its input). The EventsExecutor of this
+    rclpy also cannot deliver message info on raw subscriptions ("null argument to internal
+    routine"), which the recorder needs."""
     if kind == "events":
         from rclpy.experimental import EventsExecutor
         return EventsExecutor()
@@ -67,9 +70,15 @@ def spin(executor):
         executor.spin_once(timeout_sec=0.2)
 
 
-def run(node_factory, args=None, executor="events"):
+# Every node of the graph runs ahead of unrelated work on the machine (the inference process and
+# the servo loop ask for more). Best effort: without CAP_SYS_NICE it stays at the default.
+GRAPH_NICE = -5
+
+
+def run(node_factory, args=None, executor="single"):
     """rclpy boilerplate shared by every node's main(): SIGTERM behaves like Ctrl-C, the node's
     close() runs on the way out (backends stop, the servo holds), and a failure exits non-zero."""
+    raise_priority(GRAPH_NICE)
     rclpy.init(args=args if args is not None else sys.argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     node = None

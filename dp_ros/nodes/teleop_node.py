@@ -222,7 +222,7 @@ class TeleopNode(Node):
 
 
 def main(args=None):
-    return run(TeleopNode, args, executor="single")   # message info on raw subscriptions
+    return run(TeleopNode, args)
 
 
 if __name__ == "__main__":

@@ -17,28 +17,11 @@ import multiprocessing as mp
 import os
 import time
 
+from dp_ros.core.priority import raise_priority
+
 
 class InferenceError(RuntimeError):
     """The inference process failed to start or died."""
-
-
-def raise_priority(nice: int) -> str:
-    """Best effort: nice for this process and its autogroup. Returns what was granted."""
-    if nice >= 0:
-        return "default"
-    granted = []
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-        granted.append(f"nice {nice}")
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/autogroup", "w") as f:
-            f.write(str(nice))
-        granted.append(f"autogroup nice {nice}")
-    except OSError:
-        pass
-    return ", ".join(granted) or "not permitted (needs CAP_SYS_NICE)"
 
 
 def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
