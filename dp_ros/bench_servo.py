@@ -22,6 +22,8 @@ def main(argv=None):
     ap.add_argument("--rate", type=float, default=125.0, help="servo loop rate (Hz)")
     ap.add_argument("--seconds", type=float, default=10.0, help="measurement window (the servo keeps 10 s)")
     ap.add_argument("--load", action="store_true", help="policy inference back to back in another process")
+    ap.add_argument("--realtime-priority", type=int, default=None,
+                    help="override the servo's SCHED_FIFO priority (0 = normal scheduling, for comparison)")
     args = ap.parse_args(argv)
     load = InferenceLoad() if args.load else None
 
@@ -37,7 +39,10 @@ def main(argv=None):
     from dp_ros.processes import NodeProcesses
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_servo_"))
-    spec = NodeSpec("ur5_servo_node", "ur5_servo_node", {"backend": "sim", "rate_hz": float(args.rate)})
+    overrides = {"backend": "sim", "rate_hz": float(args.rate)}
+    if args.realtime_priority is not None:
+        overrides["realtime_priority"] = int(args.realtime_priority)
+    spec = NodeSpec("ur5_servo_node", "ur5_servo_node", overrides)
     procs = NodeProcesses([spec], default_config(), tmp).start()
     rclpy.init(args=[])
     node = rclpy.create_node("bench_servo")

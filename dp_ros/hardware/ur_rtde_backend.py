@@ -82,7 +82,7 @@ class RTDEServo(RobotControlBackend):
     gain. servoL's speed and acceleration arguments are unused by the controller.
     """
 
-    def __init__(self, host, frequency_hz=500.0, lookahead_time=0.1, gain=300.0):
+    def __init__(self, host, frequency_hz=500.0, lookahead_time=0.1, gain=300.0, rt_priority=0):
         import rtde_control
 
         if not 0.03 <= lookahead_time <= 0.2:
@@ -94,7 +94,10 @@ class RTDEServo(RobotControlBackend):
         self.dt_s = 1.0 / self.frequency_hz
         self.lookahead_time = float(lookahead_time)
         self.gain = float(gain)
-        self._ctrl = rtde_control.RTDEControlInterface(host, self.frequency_hz)
+        # rt_priority: SCHED_FIFO for ur_rtde's own receive thread (0 = leave it as it is)
+        self._ctrl = rtde_control.RTDEControlInterface(host, self.frequency_hz,
+                                                       rtde_control.RTDEControlInterface.FLAG_UPLOAD_SCRIPT,
+                                                       50002, int(rt_priority))
         self._servoing = False
 
     def init_period(self):

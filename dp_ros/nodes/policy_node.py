@@ -170,7 +170,7 @@ class PolicyNode(Node):
 
 
 def main(args=None):
-    return run(PolicyNode, args)
+    return run(PolicyNode, args, executor="events")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ class Ur5ServoNode(Node):
         elif p["backend"] == "rtde":
             from dp_ros.hardware.ur_rtde_backend import RTDEServo
             self.backend = RTDEServo(p["robot_host"], frequency_hz=p["rate_hz"],
-                                     lookahead_time=p["lookahead_time"], gain=p["gain"])
+                                     lookahead_time=p["lookahead_time"], gain=p["gain"],
+                                     rt_priority=p["realtime_priority"])
         else:
             raise ValueError(f"unknown servo backend {p['backend']!r} (expected rtde or sim)")
         self.diag = Diagnostics(self)

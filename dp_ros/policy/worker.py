@@ -64,7 +64,7 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
 class InferenceProcess:
     """Parent side: start(), plan(obs) -> (times, poses, compute_s), close()."""
 
-    def __init__(self, checkpoint, device: str = "cpu", threads: int = 1, nice: int = -10):
+    def __init__(self, checkpoint, device: str = "cpu", threads: int = 1, nice: int = -15):
         self._args = (str(checkpoint), str(device), int(threads), int(nice))
         self._proc = None
         self._conn = None
