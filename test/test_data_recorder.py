@@ -63,3 +63,15 @@ def test_episode_lifecycle_and_delivery_in_metadata(tmp_path):
     assert rec.start(200)[0] and rec.next_name() == "episode_0002"
     assert rec.discard()[0] and rec.next_name() == "episode_0001"
     assert not rec.success
+
+
+def test_a_gap_before_the_episode_starts_is_not_the_episodes_loss():
+    """A recorder busy closing the previous episode may drop messages published before the next
+    one starts; only the share of a gap published after the start counts."""
+    c = DeliveryCounter()
+    c.on_message("/a", b"", seq=1, publisher=b"p", sent_ns=0)
+    c.start(["/a"], start_ns=1_000)
+    c.on_message("/a", b"", seq=11, publisher=b"p", sent_ns=1_000)   # 2..10 published before the start
+    c.on_message("/a", b"", seq=22, publisher=b"p", sent_ns=2_100)   # 12..21 lost inside the episode
+    c.on_message("/a", b"", seq=32, publisher=b"p", sent_ns=3_200)   # 23..31 lost too
+    assert c.stop()["/a"]["lost"] == 19

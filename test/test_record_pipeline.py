@@ -73,9 +73,11 @@ def test_bags_read_the_same_with_rosbags_and_mcap(recording):
                     targets_mcap.append([p.x, p.y, p.z, o.x, o.y, o.z, o.w])
         assert {t: n for t, n in counts_mcap.items() if t in counts_rosbags} == counts_rosbags
         assert np.allclose(np.array(targets_mcap), ep[topics.SERVO_TARGET].data)
-        # images at the camera rate, robot state at its rate, over a few seconds
-        assert counts_rosbags[topics.CAMERA_IMAGE.format(name="top")] >= 20
-        assert counts_rosbags[topics.ROBOT_TCP_POSE] >= 100
+        # images and robot state streamed over the episode (the simulated arm publishes at 100 Hz
+        # on an idle machine, ~45 Hz with two busy loops beside it): several samples per 0.1 s step
+        steps = (ep[topics.SERVO_TARGET].log_ns[-1] - ep[topics.SERVO_TARGET].log_ns[0]) * 1e-8
+        assert counts_rosbags[topics.CAMERA_IMAGE.format(name="top")] >= steps
+        assert counts_rosbags[topics.ROBOT_TCP_POSE] >= 2 * steps
         # what was recorded is what was published: every recorded target was seen on the wire
         published = recording["targets"]
         for pose in ep[topics.SERVO_TARGET].data[::5]:

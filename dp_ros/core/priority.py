@@ -7,6 +7,10 @@ autogroup's nice value, not its own: both are set.
 
 import os
 
+# Every node of the graph runs ahead of unrelated work on the machine (the inference process and
+# the servo loop ask for more). Best effort: without CAP_SYS_NICE it stays at the default.
+GRAPH_NICE = -5
+
 
 def raise_priority(nice: int) -> str:
     """Set this process's nice and its autogroup's to `nice` (< 0 needs CAP_SYS_NICE).

@@ -62,12 +62,15 @@ class DeliveryCounter:
 
     def __init__(self, stamped_topics=()):
         self._stamped = set(stamped_topics)
-        self._last_seq: dict[tuple[str, bytes], int] = {}    # (topic, publisher) -> last seen
+        self._last_seq: dict[tuple[str, bytes], tuple[int, int | None]] = {}   # -> (seq, sent_ns)
         self._episode: dict[str, _TopicCount] | None = None
+        self._start_ns: int | None = None
 
-    def start(self, topics):
-        """Begin counting an episode: only what is published from now on counts."""
+    def start(self, topics, start_ns: int | None = None):
+        """Begin counting an episode: only what is published from start_ns on (the publishers'
+        clock, i.e. ROS system time) counts as lost when missing."""
         self._episode = {t: _TopicCount() for t in topics}
+        self._start_ns = None if start_ns is None else int(start_ns)
 
     def stop(self) -> dict:
         report = {t: c.as_dict() for t, c in (self._episode or {}).items()}
@@ -82,13 +85,19 @@ class DeliveryCounter:
                    sent_ns: int | None = None, received_ns: int | None = None):
         """Account for one received message (whether or not it is written)."""
         key = (topic, publisher)
-        prev = self._last_seq.get(key)
+        prev, prev_sent = self._last_seq.get(key, (None, None))
         gap = 0
         if seq is not None:
             if prev is not None and seq > prev:
                 gap = seq - prev - 1
+                if gap and self._start_ns is not None and prev_sent is not None and sent_ns is not None \
+                        and prev_sent < self._start_ns:
+                    # The gap straddles the episode's start: only the part published after it is
+                    # the episode's loss (a publisher's messages are evenly spaced in between).
+                    span = max(int(sent_ns) - prev_sent, 1)
+                    gap = int(gap * max(int(sent_ns) - self._start_ns, 0) / span)
             # seq <= prev: the publisher restarted with the same id; start counting afresh
-            self._last_seq[key] = seq
+            self._last_seq[key] = (seq, None if sent_ns is None else int(sent_ns))
         count = None if self._episode is None else self._episode.get(topic)
         if count is None:
             return
@@ -143,7 +152,7 @@ class EpisodeRecorder:
         meta = dict(self.base_metadata, **metadata, start_time_ns=int(now_ns))
         self.writer = EpisodeBagWriter(self.root, name, self.topics, meta)
         self.success = False
-        self.delivery.start(self.topics)
+        self.delivery.start(self.topics, now_ns)
         return True, f"recording {self.root / name}"
 
     def on_message(self, topic: str, log_ns: int, data, seq=None, publisher=b"", sent_ns=None,

@@ -9,7 +9,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from dp_ros import topics
-from dp_ros.core.priority import raise_priority
+from dp_ros.core.priority import GRAPH_NICE, raise_priority
 from dp_ros.graph import default_config, load_params
 
 DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
@@ -68,11 +68,6 @@ def spin(executor):
     nothing in this rclpy; driven by spin_once() it works, and so does every other executor."""
     while rclpy.ok():
         executor.spin_once(timeout_sec=0.2)
-
-
-# Every node of the graph runs ahead of unrelated work on the machine (the inference process and
-# the servo loop ask for more). Best effort: without CAP_SYS_NICE it stays at the default.
-GRAPH_NICE = -5
 
 
 def run(node_factory, args=None, executor="single"):

@@ -30,13 +30,6 @@ from dp_ros.policy.worker import InferenceProcess
 WARN_THROTTLE_S = 1.0
 
 
-def inference_device(want: str) -> str:
-    if want != "auto":
-        return want
-    import torch   # only to ask; the inference process does the work
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
@@ -46,7 +39,7 @@ class PolicyNode(Node):
         # One core stays for the other nodes: torch's intra-op threads on every core collapse as
         # soon as anything else runs (measured 8x slower with one busy process beside it).
         threads = int(self.p["torch_threads"]) or max(1, (os.cpu_count() or 1) - 1)
-        self.worker = InferenceProcess(self.p["checkpoint"], inference_device(self.p["device"]), threads,
+        self.worker = InferenceProcess(self.p["checkpoint"], self.p["device"], threads,
                                        int(self.p["inference_nice"]))
         info = self.worker.start()
         cfg = PolicyConfig.from_dict(info["config"])

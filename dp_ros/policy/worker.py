@@ -34,7 +34,7 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
 
         torch.set_num_threads(threads)
         priority = raise_priority(nice)
-        dev = torch.device(device)
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         policy = load_checkpoint(checkpoint, device=dev)
         cfg = policy.config
         robot = robot_spec(getattr(policy, "checkpoint_extra", None) or {}, cfg.lowdim_obs, cfg.action_dim)
@@ -49,8 +49,8 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
     while True:
         try:
             obs = conn.recv()
-        except EOFError:
-            return                       # the node went away
+        except (EOFError, OSError):
+            return                       # the node went away (closed, or killed: connection reset)
         if obs is None:
             return
         t = time.perf_counter()
@@ -64,7 +64,9 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
 class InferenceProcess:
     """Parent side: start(), plan(obs) -> (times, poses, compute_s), close()."""
 
-    def __init__(self, checkpoint, device: str = "cpu", threads: int = 1, nice: int = -15):
+    def __init__(self, checkpoint, device: str = "auto", threads: int = 1, nice: int = -15):
+        """device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... resolved in the child,
+        so the node itself never imports torch."""
         self._args = (str(checkpoint), str(device), int(threads), int(nice))
         self._proc = None
         self._conn = None
