@@ -10,6 +10,9 @@ import os
 # Every node of the graph runs ahead of unrelated work on the machine (the inference process and
 # the servo loop ask for more). Best effort: without CAP_SYS_NICE it stays at the default.
 GRAPH_NICE = -5
+# SCHED_RR priority of the light periodic nodes that stream sensor data (camera, robot state, the
+# recorder, the sim world); the servo loop asks for SCHED_FIFO 80 itself.
+NODE_RT_PRIORITY = 10
 
 
 def raise_priority(nice: int) -> str:
@@ -30,3 +33,14 @@ def raise_priority(nice: int) -> str:
     except OSError:
         pass
     return ", ".join(granted) or "not permitted (needs CAP_SYS_NICE)"
+
+
+def realtime_round_robin(priority: int) -> str:
+    """SCHED_RR for this process; children forked from it start in the normal class again.
+    For light, periodic processes only (they sleep between short callbacks): the kernel's
+    real-time throttling (95 % of each CPU by default) is the only bound on a runaway one."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(int(priority)))
+        return f"SCHED_RR {priority}"
+    except (OSError, AttributeError) as exc:
+        return f"normal scheduling (SCHED_RR not permitted: {exc})"

@@ -107,7 +107,7 @@ class ActionSchedulerNode(Node):
 
 
 def main(args=None):
-    return run(ActionSchedulerNode, args)
+    return run(ActionSchedulerNode, args, realtime=True)
 
 
 if __name__ == "__main__":

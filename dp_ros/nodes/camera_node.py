@@ -62,7 +62,7 @@ class CameraNode(Node):
 
 
 def main(args=None):
-    return run(CameraNode, args)
+    return run(CameraNode, args, realtime=True)
 
 
 if __name__ == "__main__":

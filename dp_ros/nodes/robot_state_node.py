@@ -55,7 +55,7 @@ class RobotStateNode(Node):
 
 
 def main(args=None):
-    return run(RobotStateNode, args)
+    return run(RobotStateNode, args, realtime=True)
 
 
 if __name__ == "__main__":

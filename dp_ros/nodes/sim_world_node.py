@@ -100,7 +100,8 @@ class SimWorldNode(Node):
 
 
 def main(args=None):
-    return run(SimWorldNode, args)
+    # The simulated robot and cameras stand in for hardware that has processors of its own.
+    return run(SimWorldNode, args, realtime=True)
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ class TeleopNode(Node):
 
 
 def main(args=None):
-    return run(TeleopNode, args)
+    return run(TeleopNode, args, realtime=True)
 
 
 if __name__ == "__main__":
