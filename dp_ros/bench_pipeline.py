@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dp_ros.runner import latency_summary
 
-def _summary(values, scale=1.0, digits=1):
+
+def _summary(values, scale=1.0):
     v = np.asarray(values, dtype=float) * scale
-    if not v.size:
-        return None
-    return {"median": round(float(np.median(v)), digits), "p90": round(float(np.percentile(v, 90)), digits),
-            "max": round(float(v.max()), digits), "n": int(v.size)}
+    out = latency_summary(v)
+    return out and dict(out, n=int(v.size))
 
 
 def predict_action_ms(checkpoint, repeats: int) -> dict:
@@ -35,7 +35,7 @@ def predict_action_ms(checkpoint, repeats: int) -> dict:
     from dp_ros.graph import read_checkpoint_config
     from dp_ros.policy.worker import InferenceProcess
     cfg = read_checkpoint_config(checkpoint)["policy_config"]
-    worker = InferenceProcess(checkpoint, "cpu", max(1, (os.cpu_count() or 1) - 1))
+    worker = InferenceProcess(checkpoint)   # the node's defaults: device, threads, priority
     info = worker.start()
     try:
         obs = _dummy_observation(cfg)
@@ -132,11 +132,8 @@ def main(argv=None):
 
 def _cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                flags = open("/proc/cpuinfo").read()
-                return f"{name} ({os.cpu_count()} cores{', AMX' if 'amx_bf16' in flags else ''})"
+        info = open("/proc/cpuinfo").read()
     except OSError:
-        pass
-    return "unknown"
+        return "unknown"
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    return f"{names[0] if names else 'unknown'} ({os.cpu_count()} cores{', AMX' if 'amx_bf16' in info else ''})"

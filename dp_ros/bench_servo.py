@@ -107,12 +107,10 @@ class InferenceLoad:
     """The deployed policy's inference (shipped model, same process setup) back to back."""
 
     def __init__(self):
-        import os
-
         from dp_ros.graph import default_checkpoint, read_checkpoint_config
         from dp_ros.policy.worker import InferenceProcess
         cfg = read_checkpoint_config(default_checkpoint())["policy_config"]
-        self.worker = InferenceProcess(default_checkpoint(), "cpu", max(1, (os.cpu_count() or 1) - 1))
+        self.worker = InferenceProcess(default_checkpoint())   # the node's defaults: device, threads, priority
         self.worker.start()
         self.obs = _dummy_observation(cfg)
         self.times = []

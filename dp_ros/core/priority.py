@@ -35,12 +35,15 @@ def raise_priority(nice: int) -> str:
     return ", ".join(granted) or "not permitted (needs CAP_SYS_NICE)"
 
 
-def realtime_round_robin(priority: int) -> str:
-    """SCHED_RR for this process; children forked from it start in the normal class again.
-    For light, periodic processes only (they sleep between short callbacks): the kernel's
-    real-time throttling (95 % of each CPU by default) is the only bound on a runaway one."""
+def realtime(policy: str, priority: int) -> str:
+    """policy "SCHED_RR" or "SCHED_FIFO" at `priority` for the calling thread (and the threads it
+    starts later); children forked from it start in the normal class again. For light, periodic
+    work only (it sleeps between short callbacks): the kernel's real-time throttling (95 % of
+    each CPU by default) is the only bound on a runaway one. Returns what was granted."""
+    if int(priority) <= 0:
+        return f"normal scheduling (priority {priority})"
     try:
-        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(int(priority)))
-        return f"SCHED_RR {priority}"
+        os.sched_setscheduler(0, getattr(os, policy) | os.SCHED_RESET_ON_FORK, os.sched_param(int(priority)))
+        return f"{policy} {priority}"
     except (OSError, AttributeError) as exc:
-        return f"normal scheduling (SCHED_RR not permitted: {exc})"
+        return f"normal scheduling ({policy} not permitted: {exc})"

@@ -9,7 +9,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from dp_ros import topics
-from dp_ros.core.priority import GRAPH_NICE, NODE_RT_PRIORITY, raise_priority, realtime_round_robin
+from dp_ros.core import priority
 from dp_ros.graph import default_config, load_params
 
 DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
@@ -77,9 +77,9 @@ def run(node_factory, args=None, executor="single", realtime=False):
     realtime: SCHED_RR at NODE_RT_PRIORITY, for the light periodic nodes that stream sensor data
     and must not stall when the machine is busy (measured: at nice -5 beside two busy loops a
     100 Hz stream still had 0.7 s holes); the others run at nice GRAPH_NICE."""
-    raise_priority(GRAPH_NICE)
+    priority.raise_priority(priority.GRAPH_NICE)
     if realtime:
-        realtime_round_robin(NODE_RT_PRIORITY)
+        priority.realtime("SCHED_RR", priority.NODE_RT_PRIORITY)
     rclpy.init(args=args if args is not None else sys.argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     node = None

@@ -6,7 +6,6 @@ the network runs, and neither waits for the other's interpreter lock. The heartb
 only while that thread and the inference process are alive.
 """
 
-import os
 import threading
 import time
 
@@ -36,10 +35,7 @@ class PolicyNode(Node):
         self.p = declare(self, "policy_node")
         if not self.p["checkpoint"]:
             raise ValueError("parameter 'checkpoint' is empty: pass a checkpoint directory")
-        # One core stays for the other nodes: torch's intra-op threads on every core collapse as
-        # soon as anything else runs (measured 8x slower with one busy process beside it).
-        threads = int(self.p["torch_threads"]) or max(1, (os.cpu_count() or 1) - 1)
-        self.worker = InferenceProcess(self.p["checkpoint"], self.p["device"], threads,
+        self.worker = InferenceProcess(self.p["checkpoint"], self.p["device"], int(self.p["torch_threads"]),
                                        int(self.p["inference_nice"]))
         info = self.worker.start()
         cfg = PolicyConfig.from_dict(info["config"])
@@ -70,7 +66,7 @@ class PolicyNode(Node):
         self._request = threading.Event()
         self._request_t = None
         self._running = True
-        self.get_logger().info(f"policy ready on {info['device']}, {threads} torch thread(s), priority: "
+        self.get_logger().info(f"policy ready on {info['device']}, {info['threads']} torch thread(s), priority: "
                                f"{info['priority']} (warm-up {info['warm_up_s']:.2f} s), "
                                f"To={cfg.obs_horizon} Tp={cfg.pred_horizon} Ta={cfg.action_horizon}")
         self._thread = threading.Thread(target=self._inference_loop, daemon=True)

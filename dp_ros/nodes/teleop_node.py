@@ -36,8 +36,8 @@ RECORDED = {
 SIM_RECORDED = {topics.SIM_TASK_STATE: (DiagnosticStatus, "diagnostic_msgs/msg/DiagnosticStatus")}
 SENSOR_TOPICS = {topics.ROBOT_TCP_POSE, topics.ROBOT_JOINTS, topics.SERVO_COMMAND, topics.TELEOP_TWIST,
                  topics.TELEOP_JOY}
-# Recorder queue depth: 2 s of the fastest recorded stream (100 Hz), far above the longest stall of
-# this process (the expert's planning plus a bag flush).
+# Recorder queue depth: 1.6 s of the fastest recorded stream (/servo/command at 125 Hz), far above
+# the longest stall of this process (the expert's planning plus a bag flush).
 RECORD_QUEUE_DEPTH = 200
 
 

@@ -6,7 +6,6 @@ lose ticks at 500 Hz on small machines. Every command passes SafetyEnvelope.clam
 """
 
 import collections
-import os
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
 from dp_ros.core.envelope import SafetyEnvelope
+from dp_ros.core.priority import realtime
 from dp_ros.core.interpolator import PoseTrajectory
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_pose, msg_to_trajectory, pose_to_msg
@@ -157,22 +157,11 @@ class Ur5ServoNode(Node):
                           period_error_ms_p99=f"{np.percentile(err, 99):.3f}", period_error_ms_max=f"{err.max():.3f}")
         self.diag.publish("ok", self.hold_reason or "following", values)
 
-    def _realtime(self):
-        """SCHED_FIFO for this loop's thread when the OS permits (root or CAP_SYS_NICE, or an
-        rtprio limit in /etc/security/limits.conf): the loop then preempts everything else on
-        its core, inference included. Otherwise it runs at normal priority, and says so."""
-        prio = int(self.p["realtime_priority"])
-        if prio <= 0:
-            return "default (realtime_priority 0)"
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
-            return f"SCHED_FIFO {prio}"
-        except (OSError, AttributeError) as exc:
-            return f"default (SCHED_FIFO not permitted: {exc})"
-
     def loop(self, executor):
         """Fixed-rate loop: spin callbacks until just before each deadline, then sleep to it."""
-        self.scheduling = self._realtime()
+        # SCHED_FIFO when the OS permits (root, CAP_SYS_NICE or an rtprio limit): the loop then
+        # preempts everything else on its core, inference included. Otherwise it says so.
+        self.scheduling = realtime("SCHED_FIFO", int(self.p["realtime_priority"]))
         self.get_logger().info(f"servo loop at {self.p['rate_hz']:g} Hz, scheduling: {self.scheduling}")
         deadline = time.monotonic()
         while rclpy.ok():
@@ -187,8 +176,7 @@ class Ur5ServoNode(Node):
                 time.sleep(remaining)
             now = time.monotonic()
             self.period_errors.append(now - deadline)
-            if now - deadline >= self.period_s:      # a whole period late: that deadline was missed
-                self.counts["missed_ticks"] += int((now - deadline) / self.period_s)
+            self.counts["missed_ticks"] += int((now - deadline) / self.period_s)   # whole periods late
             if now - deadline > 5 * self.period_s:
                 deadline = now   # fell far behind (machine stalled): resynchronise, don't burst
             self.tick()

@@ -64,10 +64,13 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
 class InferenceProcess:
     """Parent side: start(), plan(obs) -> (times, poses, compute_s), close()."""
 
-    def __init__(self, checkpoint, device: str = "auto", threads: int = 1, nice: int = -15):
+    def __init__(self, checkpoint, device: str = "auto", threads: int = 0, nice: int = -15):
         """device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... resolved in the child,
-        so the node itself never imports torch."""
-        self._args = (str(checkpoint), str(device), int(threads), int(nice))
+        so the node itself never imports torch. threads: torch CPU threads, 0 = cores - 1: one
+        core stays for the other nodes (torch's threads on every core collapse as soon as anything
+        else runs: measured 8x slower with one busy process beside it)."""
+        threads = int(threads) or max(1, (os.cpu_count() or 1) - 1)
+        self._args = (str(checkpoint), str(device), threads, int(nice))
         self._proc = None
         self._conn = None
         self.info: dict = {}
