@@ -3,7 +3,9 @@
 First the checkpoint's own predict_action time, in the inference process the policy node uses
 (same threads, same priority) on the idle machine. Then the sim deploy graph runs N episodes and
 the same run reports, from the wire:
-  - request -> chunk latency (median, p90, max) and its ratio to predict_action's median;
+  - request -> chunk latency (median, p90, max) and its ratio to predict_action's median, beside
+    the network's own time per chunk inside the graph (from the policy node's diagnostics): the
+    difference between those two is contention, the rest is transport;
   - capture -> first executed waypoint: how old the newest observation is when the first
     waypoint of its chunk reaches the servo;
   - stale fraction: of the Ta waypoints a chunk is meant to execute (indices To-1 ... To+Ta-2,
@@ -32,10 +34,11 @@ def _summary(values, scale=1.0):
 
 def predict_action_ms(checkpoint, repeats: int) -> dict:
     from dp_ros.bench_servo import _dummy_observation
-    from dp_ros.graph import read_checkpoint_config
+    from dp_ros.graph import default_config, load_params, read_checkpoint_config
     from dp_ros.policy.worker import InferenceProcess
     cfg = read_checkpoint_config(checkpoint)["policy_config"]
-    worker = InferenceProcess(checkpoint)   # the node's defaults: device, threads, priority
+    # as the policy node starts it (device, threads, priority from the shipped config)
+    worker = InferenceProcess.from_params(load_params(default_config())["policy_node"], checkpoint)
     info = worker.start()
     try:
         obs = _dummy_observation(cfg)
@@ -97,6 +100,8 @@ def main(argv=None):
             rtf.append(float(monitor.task.get("real_time_factor", float("nan"))))
             print(f"[bench pipeline] episode {i}: success={episodes[-1]['success']}", file=sys.stderr, flush=True)
         latencies = monitor.latencies_s[n_lat:]
+        # the policy node's own figure: the network's time per chunk inside the running graph
+        in_graph = monitor.diagnostics.get("policy_node", ("", {}))[1].get("network_ms_median")
     finally:
         if monitor is not None:
             monitor.close()
@@ -117,6 +122,7 @@ def main(argv=None):
         "predict_action_ms": network,
         "request_to_chunk_ms": lat,
         "latency_ratio": round(lat["median"] / network["median"], 3) if lat else None,
+        "predict_action_in_graph_ms_median": float(in_graph) if in_graph else None,
         "capture_to_first_executed_waypoint_ms": _summary(ages, 1e-6),
         "stale_fraction_of_executed_window": round(float(np.mean(stale)), 4) if stale else None,
         "sim_real_time_factor": {"min": round(float(np.nanmin(rtf)), 4), "mean": round(float(np.nanmean(rtf)), 4)}

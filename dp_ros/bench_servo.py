@@ -107,10 +107,11 @@ class InferenceLoad:
     """The deployed policy's inference (shipped model, same process setup) back to back."""
 
     def __init__(self):
-        from dp_ros.graph import default_checkpoint, read_checkpoint_config
+        from dp_ros.graph import default_checkpoint, default_config, load_params, read_checkpoint_config
         from dp_ros.policy.worker import InferenceProcess
         cfg = read_checkpoint_config(default_checkpoint())["policy_config"]
-        self.worker = InferenceProcess(default_checkpoint())   # the node's defaults: device, threads, priority
+        # as the policy node starts it (device, threads, priority from the shipped config)
+        self.worker = InferenceProcess.from_params(load_params(default_config())["policy_node"], default_checkpoint())
         self.worker.start()
         self.obs = _dummy_observation(cfg)
         self.times = []

@@ -35,8 +35,7 @@ class PolicyNode(Node):
         self.p = declare(self, "policy_node")
         if not self.p["checkpoint"]:
             raise ValueError("parameter 'checkpoint' is empty: pass a checkpoint directory")
-        self.worker = InferenceProcess(self.p["checkpoint"], self.p["device"], int(self.p["torch_threads"]),
-                                       int(self.p["inference_nice"]))
+        self.worker = InferenceProcess.from_params(self.p)
         info = self.worker.start()
         cfg = PolicyConfig.from_dict(info["config"])
         self.robot = info["robot"]
@@ -159,7 +158,7 @@ class PolicyNode(Node):
 
 
 def main(args=None):
-    return run(PolicyNode, args, executor="events")
+    return run(PolicyNode, args, executor="events", realtime=True)
 
 
 if __name__ == "__main__":

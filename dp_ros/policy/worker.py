@@ -7,8 +7,13 @@ node sends it an Observation and gets back the timed chunk. The child is started
 (never fork a process that runs DDS threads) and imports no ROS.
 
 Scheduling: the child raises its priority (nice, and its session's autogroup nice, which is what
-counts between processes started in sessions of their own) when the OS permits; `info["priority"]`
-says what it got.
+counts between processes started in sessions of their own) when the OS permits, and when a core
+stays free for the rest it asks for SCHED_RR above the streaming nodes: then nothing but the servo
+loop preempts a chunk in progress, and the kernel moves the streaming nodes to the other cores.
+Measured on 2 cores (`dp-ros bench pipeline`): request->chunk 1.56x predict_action with the
+network at nice -15 and the streaming nodes at SCHED_RR 10, 1.11-1.16x with the network at
+SCHED_RR 20. Pinning the nodes to one CPU and the network to the other gave 1.1-1.5x: the nodes'
+CPU was then saturated. `info["priority"]` says what the child got.
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ import multiprocessing as mp
 import os
 import time
 
-from dp_ros.core.priority import raise_priority
+from dp_ros.core.priority import raise_priority, realtime, realtime
 
 
 class InferenceError(RuntimeError):
     """The inference process failed to start or died."""
 
 
-def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
+def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_priority: int):
     try:
         import torch
 
@@ -32,8 +37,10 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
         from dp_ros.policy.checkpoint import load_checkpoint
         from dp_ros.policy.planner import ChunkPlanner
 
-        torch.set_num_threads(threads)
         priority = raise_priority(nice)
+        if rt_priority > 0 and (os.cpu_count() or 1) > threads:
+            priority += ", " + realtime("SCHED_RR", rt_priority)
+        torch.set_num_threads(threads)   # after: torch's threads inherit the scheduling class
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         policy = load_checkpoint(checkpoint, device=dev)
         cfg = policy.config
@@ -64,13 +71,20 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int):
 class InferenceProcess:
     """Parent side: start(), plan(obs) -> (times, poses, compute_s), close()."""
 
-    def __init__(self, checkpoint, device: str = "auto", threads: int = 0, nice: int = -15):
+    def __init__(self, checkpoint, device: str = "auto", threads: int = 0, nice: int = 0, rt_priority: int = 0):
         """device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... resolved in the child,
         so the node itself never imports torch. threads: torch CPU threads, 0 = cores - 1: one
         core stays for the other nodes (torch's threads on every core collapse as soon as anything
-        else runs: measured 8x slower with one busy process beside it)."""
+        else runs: measured 8x slower with one busy process beside it). nice, rt_priority: see
+        the policy node's `inference_nice` and `inference_realtime_priority`."""
         threads = int(threads) or max(1, (os.cpu_count() or 1) - 1)
-        self._args = (str(checkpoint), str(device), threads, int(nice))
+        self._args = (str(checkpoint), str(device), threads, int(nice), int(rt_priority))
+
+    @classmethod
+    def from_params(cls, params: dict, checkpoint=None) -> "InferenceProcess":
+        """As the policy node starts it, from its parameters (the `policy_node` section)."""
+        return cls(checkpoint or params["checkpoint"], params["device"], int(params["torch_threads"]),
+                   int(params["inference_nice"]), int(params["inference_realtime_priority"]))
         self._proc = None
         self._conn = None
         self.info: dict = {}
