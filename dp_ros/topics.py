@@ -12,6 +12,8 @@ POLICY_REQUEST = "/policy/request"          # std_msgs/Header: scheduler asks fo
 SERVO_WAYPOINTS = "/servo/waypoints"        # MultiDOFJointTrajectory, future waypoints only
 SERVO_TARGET = "/servo/target_pose"         # PoseStamped: teleop's direct target (streamed)
 SERVO_COMMAND = "/servo/command"            # PoseStamped: what the servo actually commanded (clamped)
+SERVO_STATE = "/servo/state"                # diagnostic_msgs/DiagnosticArray on every change: message =
+                                            # hold reason or "following", stamp = that tick's command stamp
 SERVO_ENABLE = "/servo/enable"              # std_srvs/SetBool: false = hold and drop waypoints,
                                             # true = re-sync to the measured pose and follow again
 SCHEDULER_ENABLE = "/scheduler/enable"      # std_srvs/SetBool: false = stop streaming, drop chunk

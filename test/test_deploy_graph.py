@@ -7,17 +7,16 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import qos_profile_sensor_data
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
 from dp_ros.graph import default_config, deploy_graph, load_params
-from dp_ros.nodes.msgs import msg_to_pose, msg_to_trajectory, time_to_ns
-from dp_ros.processes import NodeProcesses
-from dp_ros.untrained import make_untrained_checkpoint
+from dp_ros.nodes.msgs import msg_to_trajectory, time_to_ns
+from dp_ros.policy.untrained import make_untrained_checkpoint
+from dp_ros.runtime.processes import NodeProcesses
+from servo_commands import ServoCommandLog
 
 SERVO = load_params(default_config())["ur5_servo_node"]
 SCHED = load_params(default_config())["action_scheduler_node"]
@@ -27,17 +26,14 @@ class Recorder:
     def __init__(self):
         rclpy.init(args=[])
         self.node = rclpy.create_node("graph_test_recorder")
-        self.chunks, self.waypoints, self.commands = [], [], []
+        self.chunks, self.waypoints = [], []
         n = self.node
         n.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK,
                               lambda m: self.chunks.append((self.now(), *msg_to_trajectory(m))), 10)
         n.create_subscription(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS,
                               lambda m: self.waypoints.append((time_to_ns(m.header.stamp), *msg_to_trajectory(m))),
                               50)
-        n.create_subscription(PoseStamped, topics.SERVO_COMMAND,
-                              lambda m: self.commands.append((time_to_ns(m.header.stamp), msg_to_pose(m),
-                                                              m.header.frame_id.endswith("hold"))),
-                              qos_profile_sensor_data)
+        self.commands = ServoCommandLog(n)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(n)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)

@@ -14,8 +14,9 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectory
 
 from dp_ros import topics
 from dp_ros.graph import NodeSpec, default_config, load_params
-from dp_ros.nodes.msgs import msg_to_pose, pose_to_msg, time_to_ns, trajectory_to_msg
-from dp_ros.processes import NodeProcesses
+from dp_ros.nodes.msgs import pose_to_msg, trajectory_to_msg
+from dp_ros.runtime.processes import NodeProcesses
+from servo_commands import ServoCommandLog
 
 SERVO = load_params(default_config())["ur5_servo_node"]
 HOME = np.array([0.55, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0])
@@ -27,11 +28,7 @@ def servo(tmp_path_factory):
                           default_config(), tmp_path_factory.mktemp("servo")).start()
     rclpy.init(args=[])
     node = rclpy.create_node("servo_test")
-    commands = []
-    node.create_subscription(PoseStamped, topics.SERVO_COMMAND,
-                             lambda m: commands.append((time_to_ns(m.header.stamp), msg_to_pose(m),
-                                                        m.header.frame_id.endswith("hold"))),
-                             qos_profile_sensor_data)
+    commands = ServoCommandLog(node)
     pose_pub = node.create_publisher(PoseStamped, topics.ROBOT_TCP_POSE, qos_profile_sensor_data)
     wp_pub = node.create_publisher(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, 10)
     node.create_timer(0.01, lambda: pose_pub.publish(pose_to_msg(HOME, node.get_clock().now().nanoseconds)))
