@@ -186,8 +186,9 @@ def test_needs_inference_timing_and_outstanding_requests():
     now = T0 + 120 * MS
     s.on_chunk(times, poses, now)
     assert not s.request_outstanding
+    assert s.latency_s == pytest.approx(0.12)               # measured from the request
     end = s.plan.end_ns
-    trigger = end - LAT_NS - int(0.15e9)                    # remaining horizon == expected latency
+    trigger = end - LAT_NS - int(0.12e9)                    # remaining horizon == measured latency
     assert not s.needs_inference(trigger - 5 * MS)
     assert s.needs_inference(trigger)
     s.mark_requested(trigger)
@@ -232,7 +233,6 @@ def test_closed_loop_receding_horizon(stitch):
             pending.append((now + int(lat * 1e9), now - 30 * MS, lat))
         for item in [p for p in pending if p[0] <= now]:
             pending.remove(item)
-            s.report_latency(item[2])
             off = rng.normal(scale=0.005, size=3)
             assert s.on_chunk(*chunk(item[1], off), now)
         wt, wp = s.waypoints(now)

@@ -133,7 +133,9 @@ class ActionScheduler:
     def on_chunk(self, times_ns, poses, now_ns: int) -> bool:
         """Offer a new chunk; True if it replaced the plan, else see last_reject_reason."""
         now = int(now_ns)
-        self._requested_ns = None          # a reply arrived, good or bad: the request is over
+        if self._requested_ns is not None:  # a reply arrived, good or bad: the request is over
+            self.report_latency((now - self._requested_ns) * 1e-9)
+            self._requested_ns = None
         try:
             chunk = PoseTrajectory(times_ns, poses)
         except (ValueError, TypeError) as exc:
@@ -250,6 +252,7 @@ class ActionScheduler:
         return self.latency_s + self.latency_dev_k * self.latency_dev_s + self.margin_s
 
     def mark_requested(self, now_ns: int):
+        """A request went out at now_ns: the next on_chunk measures the latency from it."""
         self._requested_ns = int(now_ns)
         self.stats["requests"] += 1
 

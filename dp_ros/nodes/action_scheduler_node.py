@@ -28,7 +28,6 @@ class ActionSchedulerNode(Node):
         self.enabled = bool(self.p["autostart"])
         self.last_heartbeat_ns = None
         self.policy_alive = False
-        self.requested_ns = None   # when the last request went out: for the latency estimate
         self.wp_pub = self.create_publisher(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, 10)
         self.request_pub = self.create_publisher(Header, topics.POLICY_REQUEST, 10)
         self.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK, self._on_chunk, 10)
@@ -46,7 +45,6 @@ class ActionSchedulerNode(Node):
     def _on_enable(self, request, response):
         self.enabled = bool(request.data)
         self.scheduler.reset()   # a fresh start either way: no stale chunk survives (counters stay)
-        self.requested_ns = None
         self._publish([], [])
         response.success = True
         response.message = "streaming enabled" if self.enabled else "streaming disabled, chunk dropped"
@@ -59,9 +57,6 @@ class ActionSchedulerNode(Node):
         except ValueError as exc:
             self.get_logger().error(f"malformed chunk dropped: {exc}")
             return
-        if self.requested_ns is not None:
-            self.scheduler.report_latency((now - self.requested_ns) * 1e-9)
-            self.requested_ns = None
         if not self.enabled:
             return
         if self.scheduler.on_chunk(times, poses, now):
@@ -86,8 +81,7 @@ class ActionSchedulerNode(Node):
             msg = Header(frame_id="request")
             msg.stamp = ns_to_time(now)
             self.request_pub.publish(msg)
-            self.scheduler.mark_requested(now)
-            self.requested_ns = now
+            self.scheduler.mark_requested(now)   # the scheduler measures the latency from here
         self._stream(now)
 
     def _stream(self, now):
