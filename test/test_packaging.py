@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from dp_ros.graph import default_config, deploy_graph, load_params, teleop_graph
-from dp_ros.untrained import make_untrained_checkpoint
+from dp_ros.policy.untrained import make_untrained_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,10 +16,10 @@ from dp_ros.data import convert
 from dp_ros.data.bag_reader import read_episode
 from dp_ros.data.replay_buffer import ReplayBuffer
 from dp_ros.graph import default_config, teleop_graph
-from dp_ros.monitor import GraphMonitor, wait_until
 from dp_ros.nodes.msgs import msg_to_pose
-from dp_ros.processes import NodeProcesses
-from dp_ros.record_runner import record_episode
+from dp_ros.runtime.episodes import record_episode
+from dp_ros.runtime.monitor import GraphMonitor, wait_until
+from dp_ros.runtime.processes import NodeProcesses
 
 N_EPISODES = 3
 

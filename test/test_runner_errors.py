@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from dp_ros.untrained import make_untrained_checkpoint
+from dp_ros.policy.untrained import make_untrained_checkpoint
 
 
 def run_deploy(*args, timeout=180):

@@ -6,7 +6,7 @@ import time
 
 from dp_ros import topics
 from dp_ros.nodes.msgs import task_state_from_msg
-from dp_ros.processes import NodeProcesses
+from dp_ros.runtime.processes import NodeProcesses
 
 
 class NodeDied(RuntimeError):

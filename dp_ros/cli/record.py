@@ -14,36 +14,12 @@ import time
 from pathlib import Path
 
 from dp_ros.graph import default_config, teleop_graph
-from dp_ros.monitor import GraphMonitor, NodeDied, check_alive, wait_until
-from dp_ros.processes import NodeProcesses, stop_on_signals
+from dp_ros.runtime.episodes import record_episode
+from dp_ros.runtime.monitor import GraphMonitor, NodeDied, check_alive, wait_until
+from dp_ros.runtime.processes import NodeProcesses, stop_on_signals
 
 
-def record_episode(monitor: GraphMonitor, procs: NodeProcesses, settle_s=0.5, tail_s=0.5):
-    monitor.call("servo", False)
-    reset = json.loads(monitor.call("reset").message)
-    wait_until(lambda: monitor.task.get("episode") == reset["episode"], 5.0, procs, "the world reset")
-    time.sleep(settle_s)                 # measured pose of the teleported arm reaches teleop
-    monitor.call("teleop_resync")
-    monitor.call("servo", True)
-    started = monitor.call("record_start")
-    if not started.success:
-        raise RuntimeError(f"could not start recording: {started.message}")
-    while True:
-        check_alive(procs)
-        task = dict(monitor.task)
-        if task.get("episode") == reset["episode"] and task.get("done"):
-            break
-        time.sleep(0.05)
-    time.sleep(tail_s)   # keep a little of the final hold, and let the recorder see the last state
-    stopped = monitor.call("record_stop")
-    if not stopped.success:
-        raise RuntimeError(f"could not stop recording: {stopped.message}")
-    info = json.loads(stopped.message)
-    return {"seed": reset["seed"], "success": bool(task.get("success")), "path": info["path"],
-            "duration_s": task.get("elapsed_s"), "final_coverage": task.get("coverage")}
-
-
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dp-ros record", description=__doc__.split("\n")[0])
     ap.add_argument("--hardware", action="store_true", help="real UR5 + RealSense (default: sim world)")
     ap.add_argument("--device", choices=["scripted", "spacenav"], default=None,
@@ -55,6 +31,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=None, help="sim: episode k uses seed + k + 1 (default: config)")
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--log-dir", default=None)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
 
     sim = not args.hardware

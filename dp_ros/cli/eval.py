@@ -7,12 +7,12 @@ config's seed, 0). Prints success rate and mean final coverage; per-episode JSON
 
 import argparse
 
-from dp_ros import runner
+from dp_ros.cli import deploy
 
 EVAL_SEED = 100_000
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dp-ros eval", description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--episodes", type=int, default=50)
@@ -21,10 +21,13 @@ def main(argv=None):
     ap.add_argument("--config", default=None)
     ap.add_argument("--episode-timeout", type=float, default=None)
     ap.add_argument("--log-dir", default=None, help="node logs (default: runs/deploy-<time>)")
-    args = ap.parse_args(argv)
-    forward = ["--checkpoint", args.checkpoint, "--episodes", str(args.episodes), "--seed", str(args.seed)]
-    for flag, value in (("--summary-json", args.out), ("--config", args.config),
-                        ("--episode-timeout", args.episode_timeout), ("--log-dir", args.log_dir)):
-        if value is not None:
-            forward += [flag, str(value)]
-    return runner.main(forward)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    # `dp-ros deploy` in simulation, its other settings (--ready-timeout) at their defaults
+    run = deploy.parser()
+    run.set_defaults(checkpoint=args.checkpoint, episodes=args.episodes, seed=args.seed, summary_json=args.out,
+                     config=args.config, episode_timeout=args.episode_timeout, log_dir=args.log_dir)
+    return deploy.run(run.parse_args([]))

@@ -17,14 +17,18 @@ from pathlib import Path
 import numpy as np
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dp-ros bench servo", description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=float, default=125.0, help="servo loop rate (Hz)")
     ap.add_argument("--seconds", type=float, default=10.0, help="measurement window (the servo keeps 10 s)")
     ap.add_argument("--load", action="store_true", help="policy inference back to back in another process")
     ap.add_argument("--realtime-priority", type=int, default=None,
                     help="override the servo's SCHED_FIFO priority (0 = normal scheduling, for comparison)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     load = InferenceLoad() if args.load else None
 
     import rclpy
@@ -36,7 +40,7 @@ def main(argv=None):
     from dp_ros import topics
     from dp_ros.graph import NodeSpec, default_config
     from dp_ros.nodes.msgs import pose_to_msg, time_to_ns, trajectory_to_msg
-    from dp_ros.processes import NodeProcesses
+    from dp_ros.runtime.processes import NodeProcesses
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_servo_"))
     overrides = {"backend": "sim", "rate_hz": float(args.rate)}
@@ -107,13 +111,11 @@ class InferenceLoad:
     """The deployed policy's inference (shipped model, same process setup) back to back."""
 
     def __init__(self):
-        from dp_ros.graph import default_checkpoint, default_config, load_params, read_checkpoint_config
-        from dp_ros.policy.worker import InferenceProcess
-        cfg = read_checkpoint_config(default_checkpoint())["policy_config"]
-        # as the policy node starts it (device, threads, priority from the shipped config)
-        self.worker = InferenceProcess.from_params(load_params(default_config())["policy_node"], default_checkpoint())
+        from dp_ros.graph import default_checkpoint
+        from dp_ros.runtime.inference import deployed_inference, dummy_observation
+        self.worker, cfg = deployed_inference(default_checkpoint())
         self.worker.start()
-        self.obs = _dummy_observation(cfg)
+        self.obs = dummy_observation(cfg)
         self.times = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -131,14 +133,3 @@ class InferenceLoad:
         self._stop.set()
         self._thread.join(timeout=10.0)
         self.worker.close()
-
-
-def _dummy_observation(policy_cfg: dict):
-    from dp_ros.core.obs_buffer import Observation
-    To = int(policy_cfg["obs_horizon"])
-    rng = np.random.default_rng(0)
-    images = {cam: rng.integers(0, 255, (To, h, w, 3), dtype=np.uint8)
-              for cam, (h, w) in policy_cfg.get("cameras", {}).items()}
-    lowdim = {k: np.zeros((To, d)) for k, d in policy_cfg.get("lowdim_obs", {}).items()}
-    stamps = np.arange(To, dtype=np.int64) * int(1e8)
-    return Observation(stamps, images, lowdim, int(stamps[-1]))

@@ -1,6 +1,10 @@
 """`dp-ros <command>`: one entry point for every tool. Each command lives in its own module and is
 imported only when used, so `dp-ros --help` is fast and a missing optional dependency of one tool
-never breaks another."""
+never breaks another.
+
+Each command's module has main(argv) -> int; the ones in this package also have parser() (none for
+the bench dispatcher). `convert`, `train` and `sanity` live beside their code.
+"""
 
 import argparse
 import importlib
@@ -8,17 +12,17 @@ import sys
 
 # command -> (module with main(argv), one-line help)
 COMMANDS = {
-    "deploy": ("dp_ros.runner", "run the deploy graph (sim or hardware) without launch_ros"),
-    "record": ("dp_ros.record_runner", "record teleop demonstrations to rosbag2 (MCAP)"),
+    "deploy": ("dp_ros.cli.deploy", "run the deploy graph (sim or hardware) without launch_ros"),
+    "record": ("dp_ros.cli.record", "record teleop demonstrations to rosbag2 (MCAP)"),
     "convert": ("dp_ros.data.convert", "convert recorded bags into a zarr replay buffer"),
     "train": ("dp_ros.train.cli", "train a policy (same as dp-train)"),
-    "eval": ("dp_ros.evaluate", "closed-loop evaluation in simulation through the deploy graph"),
-    "bench": ("dp_ros.bench", "benchmarks: `dp-ros bench inference --preset paper-real|sim`, `dp-ros bench servo`, `dp-ros bench pipeline`"),
+    "eval": ("dp_ros.cli.eval", "closed-loop evaluation in simulation through the deploy graph"),
+    "bench": ("dp_ros.cli.bench", "benchmarks: `dp-ros bench inference --preset paper-real|sim`, `dp-ros bench servo`, `dp-ros bench pipeline`"),
     "sanity": ("dp_ros.sanity.cli", "the method's sanity checks: `dp-ros sanity lqr|multimodal`"),
 }
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser = argparse.ArgumentParser(prog="dp-ros", description=__doc__.split("\n")[0])
@@ -32,6 +36,3 @@ def main(argv=None):
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return module.main(argv[1:]) or 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dp_ros.runner import latency_summary
+from dp_ros.runtime.episodes import latency_summary
 
 
 def _summary(values, scale=1.0):
@@ -33,15 +33,11 @@ def _summary(values, scale=1.0):
 
 
 def predict_action_ms(checkpoint, repeats: int) -> dict:
-    from dp_ros.bench_servo import _dummy_observation
-    from dp_ros.graph import default_config, load_params, read_checkpoint_config
-    from dp_ros.policy.worker import InferenceProcess
-    cfg = read_checkpoint_config(checkpoint)["policy_config"]
-    # as the policy node starts it (device, threads, priority from the shipped config)
-    worker = InferenceProcess.from_params(load_params(default_config())["policy_node"], checkpoint)
+    from dp_ros.runtime.inference import deployed_inference, dummy_observation
+    worker, cfg = deployed_inference(checkpoint)
     info = worker.start()
     try:
-        obs = _dummy_observation(cfg)
+        obs = dummy_observation(cfg)
         times = [worker.plan(obs)[2] for _ in range(repeats)]
     finally:
         worker.close()
@@ -50,7 +46,7 @@ def predict_action_ms(checkpoint, repeats: int) -> dict:
     return out
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dp-ros bench pipeline", description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default=None, help="default: the shipped model")
     ap.add_argument("--episodes", type=int, default=5)
@@ -58,16 +54,20 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=200_000)
     ap.add_argument("--log-dir", default=None)
     ap.add_argument("--out", default=None, help="also write the JSON here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
 
     from trajectory_msgs.msg import MultiDOFJointTrajectory
 
     from dp_ros import topics
     from dp_ros.graph import default_checkpoint, default_config, deploy_graph, load_params, read_checkpoint_config
-    from dp_ros.monitor import GraphMonitor, wait_until
     from dp_ros.nodes.msgs import msg_to_trajectory
-    from dp_ros.processes import NodeProcesses
-    from dp_ros.runner import run_episode
+    from dp_ros.runtime.episodes import run_episode
+    from dp_ros.runtime.monitor import GraphMonitor, wait_until
+    from dp_ros.runtime.processes import NodeProcesses
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     pcfg = read_checkpoint_config(checkpoint)["policy_config"]
