@@ -11,8 +11,11 @@ from dp_ros.policy.checkpoint import load_checkpoint, load_training_state, read_
 from dp_ros.policy.config import PolicyConfig
 from dp_ros.train import cli
 from dp_ros.train.config import ConfigError
-from dp_ros.train.trainer import (SeededBatchSampler, Trainer, draw_randomness, make_dataset,
-                                  offline_eval, place_crop_at_centre, sample_seed)
+from dp_ros.train.data import SeededBatchSampler, make_dataset
+from dp_ros.train.evaluation import offline_eval
+from dp_ros.train.loss import place_crop_at_centre
+from dp_ros.train.seeding import draw_randomness, sample_seed
+from dp_ros.train.trainer import Trainer
 from test_train_common import (FIXED_POSE, make_store,  # noqa: F401
                                tiny_config)
 

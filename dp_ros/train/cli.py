@@ -54,7 +54,9 @@ def _eval_only(args) -> int:
     from dp_ros.data.replay_buffer import ReplayBuffer
     from dp_ros.policy.checkpoint import load_checkpoint
     from dp_ros.train.config import config_from_dict
-    from dp_ros.train.trainer import evaluate_policy, make_dataset, pick_device
+    from dp_ros.train.data import make_dataset
+    from dp_ros.train.distributed import pick_device
+    from dp_ros.train.evaluation import evaluate_policy
 
     if not args.checkpoint:
         raise ConfigError("--eval-only needs --checkpoint DIR")
