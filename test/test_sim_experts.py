@@ -3,8 +3,8 @@ import pytest
 from shapely.geometry import LineString
 
 from dp_ros.sim.expert_bench import _InlineTeleop, _make_teleop, main, run_episode
-from dp_ros.sim.experts import (PUSHER_RADIUS, PushTExpert, ReachExpert, _Commander, _place, _Router, _T_POLY,
-                                make_expert, pose_error)
+from dp_ros.sim.experts import PushTExpert, ReachExpert, _Commander, make_expert
+from dp_ros.sim.push_planner import PUSHER_RADIUS, _place, _Router, _T_POLY, pose_error
 from dp_ros.sim.world import SimWorld, TaskPlaneMapping
 
 # The deploy config's geometry: task plane 0.4 m square, servo workspace just inside it.
