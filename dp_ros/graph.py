@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from dp_ros.core import parameters
+
 PACKAGE = "dp_ros"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,10 +96,7 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None) -> list[Nod
         if seed is not None:
             sim_over["seed"] = int(seed)   # episode k uses seed + k
         nodes.insert(0, NodeSpec("sim_world_node", "sim_world_node", sim_over))
-    for spec in nodes:
-        if spec.name not in params:
-            raise ValueError(f"{config_file}: no section for node {spec.name!r}")
-    return nodes
+    return check_graph(nodes, config_file)
 
 
 class _NoAliasDumper(yaml.SafeDumper):
@@ -136,6 +135,21 @@ def teleop_graph(sim: bool, config_file=None, device=None, task=None, output_dir
         if seed is not None:
             world_over["seed"] = int(seed)
         nodes.insert(0, NodeSpec("sim_world_node", "sim_world_node", world_over))
+    return check_graph(nodes, config_file)
+
+
+def check_graph(nodes: list[NodeSpec], config_file) -> list[NodeSpec]:
+    """Every node's values (config section + what the graph sets) against its parameter spec, so
+    that a wrong config is a clear error before any process starts."""
+    params = load_params(config_file)
+    for spec in nodes:
+        if spec.name not in params:
+            raise ValueError(f"{config_file}: no section for node {spec.name!r}")
+        try:
+            parameters.validate(spec.name, {**parameters.defaults(spec.name, params), **spec.overrides},
+                                complete=False)
+        except ValueError as exc:
+            raise ValueError(f"{config_file}: {exc}") from None
     return nodes
 
 

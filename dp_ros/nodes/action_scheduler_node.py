@@ -12,18 +12,15 @@ from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_trajectory, ns_to_time, trajectory_to_msg
 
-# always set by the graph from the checkpoint
-FROM_CHECKPOINT = {"action_horizon": 8, "dt_s": 0.1}
-
-
 class ActionSchedulerNode(Node):
     def __init__(self):
         super().__init__("action_scheduler_node")
-        self.p = declare(self, "action_scheduler_node", FROM_CHECKPOINT)
+        self.p = declare(self, "action_scheduler_node")   # Ta and dt_s: from the checkpoint
         self.diag = Diagnostics(self)
         # margin: a request can go out up to one tick late
         self.scheduler = ActionScheduler(self.p["action_horizon"], self.p["dt_s"], self.p["exec_latency_s"],
                                          stitch=self.p["stitch"], blend_steps=self.p["blend_steps"],
+                                         request_timeout_s=self.p["request_timeout_s"],
                                          margin_s=1.0 / self.p["publish_rate_hz"])
         self.enabled = bool(self.p["autostart"])
         self.last_heartbeat_ns = None

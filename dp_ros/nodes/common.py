@@ -6,28 +6,73 @@ import sys
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                              ParameterUninitializedException)
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from dp_ros import topics
-from dp_ros.core import priority
+from dp_ros.core import parameters, priority
+from dp_ros.core.parameters import NODE_PARAMETERS, Param
 from dp_ros.graph import default_config, load_params
 
 DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
 
-def declare(node: Node, section: str, extra: dict | None = None) -> dict:
-    """Declare the node's parameters and return their values as a plain dict.
+_ROS_TYPE = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
+             str: Parameter.Type.STRING}
+_ROS_ARRAY_TYPE = {bool: Parameter.Type.BOOL_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+                   float: Parameter.Type.DOUBLE_ARRAY, str: Parameter.Type.STRING_ARRAY}
 
-    Defaults come from the shipped config/deploy.yaml section `section` (the one place the
-    values are written), plus `extra` for values the graph always supplies (e.g. from the
-    checkpoint). A params file given at start-up overrides both, as usual in ROS."""
-    defaults = dict(load_params(default_config()).get(section, {}))
-    defaults.update(extra or {})
-    out = {}
-    for name, default in defaults.items():
-        node.declare_parameter(name, default)
-        out[name] = node.get_parameter(name).value
-    return out
+
+def _descriptor(name: str, spec: Param) -> ParameterDescriptor:
+    """What `ros2 param describe` shows. Read-only: every node reads its parameters once."""
+    kind = _ROS_ARRAY_TYPE[spec.item] if spec.type is list else _ROS_TYPE[spec.type]
+    constraints = []
+    if spec.choices:
+        constraints.append("one of " + ", ".join(spec.choices))
+    if spec.length:
+        constraints.append(f"{spec.length} values")
+    if spec.range and spec.type is list:
+        constraints.append(f"each in [{spec.range[0]}, {spec.range[1]}]")
+    d = ParameterDescriptor(name=name, type=kind.value, description=spec.description,
+                            additional_constraints="; ".join(constraints), read_only=True)
+    if spec.range and spec.type is float:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]))]
+    elif spec.range and spec.type is int:
+        d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    return d
+
+
+def declare(node: Node, section: str, graph_values: dict | None = None) -> dict:
+    """Declare the node's parameters (core/parameters.py: type, description, range, read-only) and
+    return their checked values as a plain dict.
+
+    Defaults come from the shipped config/deploy.yaml (the one place the values are written): the
+    node's section plus the values it borrows from other sections; `graph_values` are what the
+    graph always supplies when no params file does (e.g. from the checkpoint). A params file given
+    at start-up overrides all of them, as usual in ROS. A wrong type, a value out of range, an
+    unknown choice, a missing value: ValueError naming the parameter, before anything runs."""
+    spec = NODE_PARAMETERS[section]
+    defaults = parameters.defaults(section, load_params(default_config()))
+    defaults.update(graph_values or {})
+    values = {}
+    for name, p in spec.items():
+        descriptor = _descriptor(name, p)
+        default = defaults.get(name)
+        try:
+            if default is None:   # no default: declared by type, must come from the graph
+                node.declare_parameter(name, Parameter.Type(descriptor.type), descriptor)
+            else:
+                node.declare_parameter(name, p.check(f"{section}.{name}", default), descriptor)
+            values[name] = node.get_parameter(name).value
+        except ParameterUninitializedException:
+            raise ValueError(f"{section}.{name} is not set ({p.description}; "
+                             f"{'set by the graph from the checkpoint' if p.default_from else 'no default'})") from None
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            raise ValueError(f"{section}.{name}: {exc} ({p.description})") from None
+    return parameters.validate(section, values)
 
 
 class Diagnostics:

@@ -20,7 +20,6 @@ from std_srvs.srv import Trigger
 from dp_ros import topics
 from dp_ros.core.teleop import TeleopMapper
 from dp_ros.data.recorder import EpisodeRecorder
-from dp_ros.graph import default_config, load_params
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_pose, ns_to_time, pose_to_msg, task_state_from_msg
 
@@ -41,19 +40,10 @@ SENSOR_TOPICS = {topics.ROBOT_TCP_POSE, topics.ROBOT_JOINTS, topics.SERVO_COMMAN
 RECORD_QUEUE_DEPTH = 200
 
 
-def _graph_defaults():
-    """Values owned by other nodes' config sections; the teleop graph passes the chosen config's."""
-    cfg = load_params(default_config())
-    servo, world, cams = cfg["ur5_servo_node"], cfg["sim_world_node"], cfg["camera_node"]
-    return {"workspace_min": servo["workspace_min"], "workspace_max": servo["workspace_max"],
-            "camera_names": cams["camera_names"], "sim": False, "task": world["task"],
-            "task_xy_min": world["task_xy_min"], "task_xy_max": world["task_xy_max"]}
-
-
 class TeleopNode(Node):
     def __init__(self):
         super().__init__("teleop_node")
-        self.p = p = declare(self, "teleop_node", _graph_defaults())
+        self.p = p = declare(self, "teleop_node")   # workspace, task, cameras: from the other nodes' sections
         self.dt = 1.0 / p["rate_hz"]
         self.mapper = TeleopMapper(p["workspace_min"], p["workspace_max"], p["max_speed_m_s"],
                                    p["max_rot_speed_rad_s"], p["deadzone"], p["planar"])

@@ -37,8 +37,10 @@ class Ur5ServoNode(Node):
         self.p = p = declare(self, "ur5_servo_node")
         self.period_s = 1.0 / p["rate_hz"]
         self.controller = ServoController(
-            SafetyEnvelope.from_dict({k: p[k] for k in (
-                "workspace_min", "workspace_max", "max_lin_speed", "max_lin_acc", "max_ang_speed")}),
+            SafetyEnvelope(p["workspace_min"], p["workspace_max"], p["max_lin_speed"], p["max_lin_acc"],
+                           p["max_ang_speed"], orientation_limit=(p["orientation_reference"],
+                                                                  p["orientation_limit_rad"])
+                           if p["orientation_limit_rad"] > 0 else None),
             self.period_s, p["watchdog_timeout_s"])
         if p["backend"] == "sim":
             from dp_ros.nodes.sim_backends import SimRobotControl

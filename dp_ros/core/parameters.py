@@ -1,0 +1,190 @@
+"""Every node's parameters: type, description, allowed range or choices (ROS-free).
+
+The values (defaults) are written once, in config/deploy.yaml; this module says what each one
+is. `validate(node, values)` checks a section against its spec (unknown or missing keys, types,
+ranges, choices, list lengths) and is used by the nodes at start-up, by the runner before it
+starts anything, and by a test on the shipped config. nodes/common.py turns each `Param` into a
+ROS ParameterDescriptor, so `ros2 param describe` shows the description and range.
+
+Every parameter is read once at start-up: all are declared read-only, so changing one at run
+time (`ros2 param set`) is refused instead of being accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Param:
+    type: type                       # bool, int, float, str, or list (with `item` the element type)
+    description: str
+    range: tuple | None = None       # inclusive (min, max) for numbers
+    choices: tuple | None = None     # allowed values for strings
+    item: type | None = None         # element type of a list
+    length: int | None = None        # exact length of a list
+    default_from: str | None = None  # "<node>.<param>": no value in this section, another's is used;
+                                     # "checkpoint": always set by the graph from the checkpoint
+
+    def check(self, name: str, value):
+        """The value converted to this parameter's type; ValueError saying what is wrong."""
+        where = f"parameter {name!r}"
+        if self.type is list:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{where}: expected a list of {self.item.__name__}, got {value!r}")
+            if self.length is not None and len(value) != self.length:
+                raise ValueError(f"{where}: expected {self.length} values, got {len(value)}")
+            return [Param(self.item, "", self.range).check(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.type is str and value is None:
+            value = ""
+        if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
+            raise ValueError(f"{where}: expected {self.type.__name__}, got {value!r}")
+        if self.type is float and not math.isfinite(value):
+            raise ValueError(f"{where}: must be finite, got {value!r}")
+        if self.range is not None and not (self.range[0] <= value <= self.range[1]):
+            raise ValueError(f"{where}: {value!r} is outside [{self.range[0]}, {self.range[1]}]")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, self.choices))}")
+        return value
+
+
+def _xyz(description):
+    return Param(list, description, item=float, length=3, range=(-2.0, 2.0))
+
+
+NODE_PARAMETERS: dict[str, dict[str, Param]] = {
+    "camera_node": {
+        "backend": Param(str, "camera interface", choices=("realsense", "sim")),
+        "camera_names": Param(list, "camera names, in the checkpoint's order (topic /camera/<name>/image_raw)",
+                              item=str),
+        "serials": Param(list, "RealSense serial number per camera ('' = the only connected one)", item=str),
+        "width": Param(int, "capture width (px)", range=(16, 4096)),
+        "height": Param(int, "capture height (px)", range=(16, 4096)),
+        "fps": Param(int, "capture rate (frames/s)", range=(1, 300)),
+    },
+    "robot_state_node": {
+        "backend": Param(str, "robot interface", choices=("rtde", "sim")),
+        "robot_host": Param(str, "UR controller address"),
+        "rate_hz": Param(float, "robot state rate (CB3: 125, e-Series: up to 500)", range=(1.0, 1000.0)),
+    },
+    "policy_node": {
+        "checkpoint": Param(str, "checkpoint directory", default_from="checkpoint"),
+        "device": Param(str, "torch device of the network: auto (CUDA when present), cpu, cuda, cuda:N"),
+        "max_frame_age_s": Param(float, "a newest camera frame older than this is stale: no chunk (s)",
+                                 range=(0.0, 10.0)),
+        "max_state_gap_s": Param(float, "largest gap of robot state samples around an observation step (s)",
+                                 range=(0.0, 10.0)),
+        "heartbeat_hz": Param(float, "rate of /policy/heartbeat while inference is alive", range=(1.0, 1000.0)),
+        "torch_threads": Param(int, "CPU threads of the inference process; 0 = cores - 1 (at least 1)",
+                               range=(0, 1024)),
+        "inference_nice": Param(int, "nice value of the inference process (negative needs CAP_SYS_NICE)",
+                                range=(-20, 19)),
+        "inference_realtime_priority": Param(
+            int, "SCHED_RR priority of the inference process when a core stays free for the rest "
+                 "(above the streaming nodes' 10, below the servo loop's); 0 = normal scheduling", range=(0, 99)),
+    },
+    "action_scheduler_node": {
+        "action_horizon": Param(int, "Ta: waypoints of each chunk to execute", range=(1, 1000),
+                                default_from="checkpoint"),
+        "dt_s": Param(float, "control step of the checkpoint (s)", range=(1e-3, 10.0), default_from="checkpoint"),
+        "exec_latency_s": Param(float, "waypoints closer than this to now are dropped as too late (s)",
+                                range=(0.0, 1.0)),
+        "stitch": Param(str, "how a new chunk joins the executing one", choices=("blend", "ensemble", "none")),
+        "blend_steps": Param(int, "waypoints over which a new chunk is blended in", range=(0, 100)),
+        "publish_rate_hz": Param(float, "rate of /servo/waypoints", range=(1.0, 1000.0)),
+        "policy_timeout_s": Param(float, "no policy heartbeat for this long: stop streaming, the servo holds (s)",
+                                  range=(0.01, 10.0)),
+        "request_timeout_s": Param(float, "a request unanswered for this long is lost: ask again (s)",
+                                   range=(0.01, 60.0)),
+        "autostart": Param(bool, "stream as soon as chunks arrive (false: wait for /scheduler/enable)"),
+    },
+    "ur5_servo_node": {
+        "backend": Param(str, "robot interface", choices=("rtde", "sim")),
+        "robot_host": Param(str, "UR controller address"),
+        "rate_hz": Param(float, "servo loop rate (CB3: 125, e-Series: 500)", range=(1.0, 1000.0)),
+        "lookahead_time": Param(float, "servoL lookahead time (s)", range=(0.03, 0.2)),
+        "gain": Param(float, "servoL proportional gain", range=(100.0, 2000.0)),
+        "watchdog_timeout_s": Param(float, "no waypoint message for this long: hold (s)", range=(0.01, 10.0)),
+        "realtime_priority": Param(int, "SCHED_FIFO priority of the servo loop; 0 = normal scheduling",
+                                   range=(0, 99)),
+        "workspace_min": _xyz("lower corner of the workspace box, base frame (m): never commanded outside"),
+        "workspace_max": _xyz("upper corner of the workspace box, base frame (m): never commanded outside"),
+        "max_lin_speed": Param(float, "TCP speed limit (m/s)", range=(0.001, 3.0)),
+        "max_lin_acc": Param(float, "TCP acceleration limit (m/s^2)", range=(0.01, 20.0)),
+        "max_ang_speed": Param(float, "TCP rotation speed limit (rad/s)", range=(0.01, 6.3)),
+        "orientation_reference": Param(list, "tool orientation the tilt limit is measured from: qx qy qz qw",
+                                       item=float, length=4, range=(-1.0, 1.0)),
+        "orientation_limit_rad": Param(float, "largest angle of the commanded tool orientation from "
+                                              "orientation_reference (rad); 0 = no limit", range=(0.0, math.pi)),
+    },
+    "sim_world_node": {
+        "task": Param(str, "simulated task", choices=("reach", "pusht")),
+        "seed": Param(int, "episode k uses seed + k", range=(0, 2**31 - 1)),
+        "camera_names": Param(list, "rendered cameras", item=str),
+        "image_height": Param(int, "rendered image height (px)", range=(8, 4096)),
+        "image_width": Param(int, "rendered image width (px)", range=(8, 4096)),
+        "camera_fps": Param(float, "render rate (frames/s)", range=(1.0, 300.0)),
+        "physics_rate_hz": Param(float, "physics and robot state rate", range=(10.0, 2000.0)),
+        "task_xy_min": Param(list, "robot workspace corner (m) that maps onto the task plane's",
+                             item=float, length=2, range=(-2.0, 2.0)),
+        "task_xy_max": Param(list, "opposite corner (m)", item=float, length=2, range=(-2.0, 2.0)),
+        "home_pose": Param(list, "TCP pose at the start of an episode: x y z qx qy qz qw",
+                           item=float, length=7, range=(-2.0, 2.0)),
+        "episode_timeout_s": Param(float, "an episode ends on success or after this long (s)", range=(1.0, 3600.0)),
+    },
+    "teleop_node": {
+        "backend": Param(str, "operator input: spacenav (spacenavd + libspnav) or scripted (sim expert)",
+                         choices=("spacenav", "scripted")),
+        "rate_hz": Param(float, "target updates = control steps of the recorded data", range=(1.0, 1000.0)),
+        "max_speed_m_s": Param(float, "target speed at full deflection (m/s)", range=(0.001, 3.0)),
+        "max_rot_speed_rad_s": Param(float, "target rotation speed at full deflection (rad/s)", range=(0.0, 6.3)),
+        "deadzone": Param(float, "deflection below this fraction is ignored", range=(0.0, 0.99)),
+        "planar": Param(bool, "table-plane motion; hold button 0 to unlock height and rotation"),
+        "output_dir": Param(str, "one rosbag2 (MCAP) directory per episode"),
+        "expert_seed": Param(int, "scripted backend: the expert's own randomness", range=(0, 2**31 - 1)),
+        "sim": Param(bool, "recording in simulation: the scripted expert drives the sim world (set by the graph)"),
+        "workspace_min": Param(list, "the servo's workspace lower corner: the target is kept inside (m)", item=float,
+                               length=3, range=(-2.0, 2.0), default_from="ur5_servo_node.workspace_min"),
+        "workspace_max": Param(list, "the servo's workspace upper corner (m)", item=float, length=3,
+                               range=(-2.0, 2.0), default_from="ur5_servo_node.workspace_max"),
+        "camera_names": Param(list, "recorded cameras", item=str, default_from="camera_node.camera_names"),
+        "task": Param(str, "task of the scripted expert and the episode metadata", choices=("reach", "pusht"),
+                      default_from="sim_world_node.task"),
+        "task_xy_min": Param(list, "the sim world's task plane corner (m)", item=float, length=2,
+                             range=(-2.0, 2.0), default_from="sim_world_node.task_xy_min"),
+        "task_xy_max": Param(list, "opposite corner (m)", item=float, length=2, range=(-2.0, 2.0),
+                             default_from="sim_world_node.task_xy_max"),
+    },
+}
+
+
+def defaults(node: str, config: dict) -> dict:
+    """The node's start-up values from a loaded parameter file: its own section, plus the values it
+    borrows from other sections (default_from). Values set by the graph are absent."""
+    spec = NODE_PARAMETERS[node]
+    out = dict(config.get(node, {}))
+    for name, p in spec.items():
+        if p.default_from and "." in p.default_from:
+            other, key = p.default_from.split(".")
+            if key in config.get(other, {}):
+                out.setdefault(name, config[other][key])
+    return out
+
+
+def validate(node: str, values: dict, complete: bool = True) -> dict:
+    """Check a node's values against its spec; returns them converted. complete=True: every
+    parameter must be present (those set by the graph included)."""
+    if node not in NODE_PARAMETERS:
+        raise ValueError(f"unknown node {node!r} (expected one of {', '.join(NODE_PARAMETERS)})")
+    spec = NODE_PARAMETERS[node]
+    unknown = sorted(set(values) - set(spec))
+    if unknown:
+        raise ValueError(f"{node}: unknown parameter(s) {unknown} (a misspelt name is never ignored)")
+    if complete:
+        missing = sorted(set(spec) - set(values))
+        if missing:
+            raise ValueError(f"{node}: missing parameter(s) {missing}")
+    return {k: spec[k].check(f"{node}.{k}", v) for k, v in values.items()}
