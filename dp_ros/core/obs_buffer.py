@@ -4,15 +4,18 @@ Observation times: t_k = t_last - (To-1-k)*dt, k = 0..To-1, where t_last is the 
 time of the reference camera (the first camera name; with no cameras, the newest time covered by
 every state key).
 
+The matching rules and tolerances are core/timing.py's, the same the converter uses for training
+data.
+
 Cameras: for each t_k every camera contributes the frame nearest in capture time. A dropped frame
-is thus replaced by its neighbour; if the nearest frame is farther than dt/2 + match_tol_s the
-observation is refused (StaleObservation). Observation.frame_stamps_ns tells which frames were used;
+is thus replaced by its neighbour; if the nearest frame is farther than timing.frame_match_limit_ns
+the observation is refused (StaleObservation). Observation.frame_stamps_ns tells which frames were used;
 stats["frames_dropped"] estimates frames missing from each stream (gaps in capture times).
 
 Robot state: per key, linearly interpolated between the two samples around t_k (pose keys, dim 7
 with "pose" in the name or listed in pose_keys, slerp their quaternion). Refused when the two
-samples are more than max_state_gap_s apart, when t_k is before the oldest sample, or when t_k is
-more than max_state_gap_s after the newest one. Within that window after the newest sample the
+samples are more than the state gap limit apart (timing.state_gap_limit_ns), when t_k is before
+the oldest sample, or when t_k is more than that limit after the newest one. Within that window after the newest sample the
 newest value is held (not extrapolated): a 125 Hz state stream normally lags the newest camera
 frame by a few ms, and extrapolation would amplify noise.
 
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dp_ros.core import timing
 from dp_ros.core.transforms import normalize_quat, quat_slerp
 
 
@@ -82,8 +86,7 @@ def _ms(ns) -> str:
 
 class ObservationBuffer:
     def __init__(self, camera_names, state_keys_dims: dict, obs_horizon: int, dt_s: float,
-                 max_frame_age_s: float = 0.25, max_state_gap_s: float = 0.1, history_s: float = 2.0,
-                 match_tol_s: float = 0.01, pose_keys=None):
+                 max_frame_age_s: float = 0.25, history_s: float = 2.0, pose_keys=None):
         self.camera_names = list(camera_names)
         self.state_dims = {str(k): int(v) for k, v in dict(state_keys_dims).items()}
         if len(set(self.camera_names)) != len(self.camera_names):
@@ -95,21 +98,18 @@ class ObservationBuffer:
         self.obs_horizon = int(obs_horizon)
         if self.obs_horizon < 1:
             raise ValueError(f"obs_horizon must be >= 1, got {obs_horizon}")
-        for name, v in (("dt_s", dt_s), ("max_frame_age_s", max_frame_age_s),
-                        ("max_state_gap_s", max_state_gap_s), ("history_s", history_s)):
+        for name, v in (("dt_s", dt_s), ("max_frame_age_s", max_frame_age_s), ("history_s", history_s)):
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v}")
-        if not (np.isfinite(match_tol_s) and match_tol_s >= 0):
-            raise ValueError(f"match_tol_s must be >= 0, got {match_tol_s}")
-        self.dt_ns = int(round(dt_s * 1e9))
+        self.dt_ns = timing.step_ns(dt_s)
         span_s = (self.obs_horizon - 1) * dt_s
         if history_s <= span_s + max_frame_age_s:
             raise ValueError(f"history_s={history_s} must exceed the observation span "
                              f"{span_s:.3f} s + max_frame_age_s {max_frame_age_s}")
         self.max_frame_age_ns = int(round(max_frame_age_s * 1e9))
-        self.max_state_gap_ns = int(round(max_state_gap_s * 1e9))
+        self.max_state_gap_ns = timing.state_gap_limit_ns(self.dt_ns)
         self.history_ns = int(round(history_s * 1e9))
-        self.match_limit_ns = self.dt_ns // 2 + int(round(match_tol_s * 1e9))
+        self.match_limit_ns = timing.frame_match_limit_ns(self.dt_ns)
         if pose_keys is None:
             pose_keys = [k for k, d in self.state_dims.items() if d == 7 and "pose" in k]
         self.pose_keys = set(pose_keys)
@@ -223,7 +223,7 @@ class ObservationBuffer:
             t_last = self._frames[self.camera_names[0]].newest
         else:
             t_last = min(s.newest for s in self._state.values())
-        times = t_last - self.dt_ns * np.arange(self.obs_horizon - 1, -1, -1, dtype=np.int64)
+        times = timing.observation_times(t_last, self.obs_horizon, self.dt_ns)
 
         picks = {cam: self._match_frames(cam, times) for cam in self.camera_names}
         lowdim = {key: self._interp_state(key, times) for key in self.state_dims}
@@ -236,12 +236,7 @@ class ObservationBuffer:
 
     def _match_frames(self, cam, times) -> list[int]:
         stamps = np.asarray(self._frames[cam].stamps, dtype=np.int64)
-        i = np.clip(np.searchsorted(stamps, times), 1, max(len(stamps) - 1, 1))
-        left = np.maximum(i - 1, 0)
-        right = np.minimum(i, len(stamps) - 1)
-        use_left = np.abs(times - stamps[left]) <= np.abs(stamps[right] - times)
-        idx = np.where(use_left, left, right)
-        err = np.abs(stamps[idx] - times)
+        idx, err = timing.nearest(stamps, times)
         bad = np.nonzero(err > self.match_limit_ns)[0]
         if len(bad):
             k = int(bad[0])
@@ -256,9 +251,9 @@ class ObservationBuffer:
         stream = self._state[key]
         s = np.asarray(stream.stamps, dtype=np.int64)
         v = np.stack(stream.values)
-        i = np.searchsorted(s, times, side="right")   # s[i-1] <= t < s[i]
-        if np.any(i == 0):
-            k = int(np.nonzero(i == 0)[0][0])
+        lo, hi, w, gap = timing.bracket(s, times)      # past the newest: held (hi == lo)
+        if np.any(times < s[0]):
+            k = int(np.nonzero(times < s[0])[0][0])
             raise StaleObservation(f"state {key!r}: observation time t_last-{self.obs_horizon - 1 - k}*dt "
                                    f"is {_ms(int(s[0] - times[k]))} before the oldest sample "
                                    "(history too short)")
@@ -266,13 +261,9 @@ class ObservationBuffer:
         if np.any(after > self.max_state_gap_ns):
             raise StaleObservation(f"state {key!r}: newest sample is {_ms(int(after.max()))} older than "
                                    f"the observation time (max {_ms(self.max_state_gap_ns)})")
-        lo = i - 1
-        hi = np.minimum(i, len(s) - 1)                # past the newest: hold it (hi == lo)
-        gap = s[hi] - s[lo]
         if np.any(gap > self.max_state_gap_ns):
             raise StaleObservation(f"state {key!r}: gap of {_ms(int(gap.max()))} between samples around "
                                    f"an observation time (max {_ms(self.max_state_gap_ns)})")
-        w = np.where(gap > 0, (times - s[lo]).astype(np.float64) / np.maximum(gap, 1), 0.0)
         out = v[lo] + w[:, None] * (v[hi] - v[lo])
         if key in self.pose_keys:
             out[:, 3:] = quat_slerp(v[lo, 3:], v[hi, 3:], w)

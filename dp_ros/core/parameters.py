@@ -75,8 +75,6 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
         "device": Param(str, "torch device of the network: auto (CUDA when present), cpu, cuda, cuda:N"),
         "max_frame_age_s": Param(float, "a newest camera frame older than this is stale: no chunk (s)",
                                  range=(0.0, 10.0)),
-        "max_state_gap_s": Param(float, "largest gap of robot state samples around an observation step (s)",
-                                 range=(0.0, 10.0)),
         "heartbeat_hz": Param(float, "rate of /policy/heartbeat while inference is alive", range=(1.0, 1000.0)),
         "torch_threads": Param(int, "CPU threads of the inference process; 0 = cores - 1 (at least 1)",
                                range=(0, 1024)),

@@ -9,14 +9,14 @@ Per episode, with dt = 1/frequency:
   * grid t_k = t0 + k*dt from the latest first-message time to the earliest last-message time of
     the required streams (cameras, robot state, action topic), all on header stamps;
   * each camera: the frame whose capture time (header.stamp) is nearest t_k, if within
-    max_frame_offset (default dt); resized to image_size with cv2.INTER_AREA;
+    max_frame_offset (default dt/2 + 10 ms); resized to image_size with cv2.INTER_AREA;
   * robot state at t_k, linearly interpolated between the bracketing TCP PoseStamped samples
     (slerp for the quaternion of `tcp_pose`) or JointState samples, if they are at most
-    max_state_gap apart (default 2*dt: a Python publisher on a loaded machine stalls for
-    0.10-0.15 s now and then, which a smooth servoed arm crosses linearly without error that
-    matters; a longer gap is a dropout);
-  * action at t_k = the latest commanded target (action topic) stamped at or before t_k, mapped
-    by the action space (dp_ros.core.action_space).
+    max_state_gap apart (default 2*dt);
+  * action at t_k = the latest commanded target (action topic) stamped at or before t_k + dt/2
+    (the one nearest the step), mapped by the action space (dp_ros.core.action_space).
+The matching rules and default tolerances are core/timing.py's, the ones the policy node applies
+when it builds observations, so training data is never aligned more loosely than deployment.
 Steps at the start/end of an episode without a usable frame or state are trimmed (reported);
 a gap inside an episode rejects the episode (dropping steps would break the uniform dt spacing
 every training window assumes).
@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from dp_ros import topics as T
+from dp_ros.core import timing
 from dp_ros.core.action_space import KINDS, ActionSpace
 from dp_ros.core.robot_features import DEFAULT_FIXED_POSE, SOURCES
 from dp_ros.core.transforms import continuous_quats, pose_interp
@@ -158,37 +159,22 @@ def _sorted_unique(times: np.ndarray):
     return t[keep], order[keep]
 
 
-def _nearest(times: np.ndarray, grid: np.ndarray):
-    """Index of the nearest sample for each grid time, and its offset (ns)."""
-    hi = np.clip(np.searchsorted(times, grid), 1, max(len(times) - 1, 1))
-    lo = hi - 1
-    if len(times) == 1:
-        idx = np.zeros(len(grid), dtype=np.int64)
-    else:
-        idx = np.where(np.abs(times[hi] - grid) < np.abs(grid - times[lo]), hi, lo)
-    return idx, np.abs(times[idx] - grid)
-
-
 def _bracket(times: np.ndarray, grid: np.ndarray, max_gap_ns: int):
-    """(lo, hi, w, valid): grid[k] lies between samples lo and hi at fraction w."""
-    if len(times) == 1:
-        z = np.zeros(len(grid), dtype=np.int64)
-        return z, z, np.zeros(len(grid)), grid == times[0]
-    hi = np.clip(np.searchsorted(times, grid, side="right"), 1, len(times) - 1)
-    lo = hi - 1
-    span = times[hi] - times[lo]
-    w = np.clip((grid - times[lo]) / span, 0.0, 1.0)
-    valid = (grid >= times[0]) & (grid <= times[-1]) & (span <= max_gap_ns)
-    return lo, hi, w, valid
+    """(lo, hi, w, valid): grid[k] lies between samples lo and hi at fraction w; valid when it is
+    inside the recording and the samples around it are at most max_gap_ns apart."""
+    lo, hi, w, span = timing.bracket(times, grid)
+    return lo, hi, w, (grid >= times[0]) & (grid <= times[-1]) & (span <= max_gap_ns)
 
 
 def resample_episode(ep, config: dict, tol: dict) -> tuple[dict, dict]:
     """-> (data arrays for ReplayBuffer.add_episode, report). Raises SkipEpisode."""
-    dt_ns = int(round(1e9 / config["frequency"]))
-    max_frame_ns = int(round(1e9 * (tol["max_frame_offset_s"] if tol["max_frame_offset_s"]
-                                    is not None else config["dt"])))
-    max_gap_ns = int(round(1e9 * (tol["max_state_gap_s"] if tol["max_state_gap_s"]
-                                  is not None else 2 * config["dt"])))
+    dt_ns = timing.step_ns(1.0 / config["frequency"])
+    # by default the deploy-time tolerances (core/timing.py): training data aligned as the policy
+    # will see its observations, never more loosely
+    max_frame_ns = timing.step_ns(tol["max_frame_offset_s"]) if tol["max_frame_offset_s"] is not None \
+        else timing.frame_match_limit_ns(dt_ns)
+    max_gap_ns = timing.step_ns(tol["max_state_gap_s"]) if tol["max_state_gap_s"] is not None \
+        else timing.state_gap_limit_ns(dt_ns)
 
     streams = {}
     for topic in required_topics(config):
@@ -200,14 +186,14 @@ def resample_episode(ep, config: dict, tol: dict) -> tuple[dict, dict]:
         raise SkipEpisode("the required streams do not overlap in time "
                           f"({ {k: (int(v[0][0]), int(v[0][-1])) for k, v in streams.items()} })")
     n = (t1 - t0) // dt_ns + 1
-    grid = t0 + dt_ns * np.arange(n, dtype=np.int64)
+    grid = timing.step_times(t0, n, dt_ns)
     valid = np.ones(n, dtype=bool)
     why = {}
     data = {}
 
     for cam, topic in config["cameras"].items():
         t, order = streams[topic]
-        idx, off = _nearest(t, grid)
+        idx, off = timing.nearest(t, grid)
         ok = off <= max_frame_ns
         why.update({int(k): f"camera {cam!r}: nearest frame {off[k] / 1e6:.0f} ms away"
                     for k in np.flatnonzero(~ok & valid)})
@@ -360,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed-pose", nargs=7, type=float, metavar="V",
                    help="pose [x y z qx qy qz qw] for coordinates the action space omits")
     p.add_argument("--max-frame-offset", type=float, dest="max_frame_offset_s",
-                   help="max |frame capture time - step time| in s (default dt)")
+                   help="max |frame capture time - step time| in s (default dt/2 + 10 ms, as at deploy time)")
     p.add_argument("--max-state-gap", type=float, dest="max_state_gap_s",
-                   help="max spacing of the robot-state samples around a step in s (default 2*dt)")
+                   help="max spacing of the robot-state samples around a step in s (default 2*dt, as at deploy time)")
     p.add_argument("--min-steps", type=int, help="shorter episodes are skipped (8)")
     return p
 

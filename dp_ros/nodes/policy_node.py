@@ -41,8 +41,7 @@ class PolicyNode(Node):
         self.robot = info["robot"]
         self.buffer = ObservationBuffer(list(cfg.cameras), dict(cfg.lowdim_obs), cfg.obs_horizon,
                                         1.0 / cfg.control_frequency_hz,
-                                        max_frame_age_s=self.p["max_frame_age_s"],
-                                        max_state_gap_s=self.p["max_state_gap_s"])
+                                        max_frame_age_s=self.p["max_frame_age_s"])
         self.diag = Diagnostics(self)
         self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, topics.POLICY_CHUNK, 10)
         self.heartbeat_pub = self.create_publisher(Header, topics.POLICY_HEARTBEAT, 10)

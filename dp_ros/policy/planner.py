@@ -8,6 +8,7 @@ runs it in an inference process of its own (dp_ros.policy.worker).
 import numpy as np
 import torch
 
+from dp_ros.core import timing
 from dp_ros.core.action_space import ActionSpace
 
 
@@ -36,8 +37,7 @@ class ChunkPlanner:
         actions = out["action_pred"][0].float().cpu().numpy()
         if not np.all(np.isfinite(actions)):
             raise ValueError("policy produced non-finite actions; chunk discarded")
-        t0 = int(obs.stamps_ns[0])
-        times = t0 + self.dt_ns * np.arange(len(actions), dtype=np.int64)
+        times = timing.step_times(obs.stamps_ns[0], len(actions), self.dt_ns)
         poses = np.stack([self.action_space.to_pose(a) for a in actions])
         return times, poses
 
