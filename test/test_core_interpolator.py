@@ -64,19 +64,3 @@ def test_sign_flipped_quaternions_interpolate_the_short_way():
     q = Rotation.from_euler("z", 10, degrees=True).as_quat()
     traj = PoseTrajectory([0, 10], [[0, 0, 0, *q], [0, 0, 0, *(-q)]])
     assert quat_angle(traj(5)[3:], q) < 1e-9
-
-
-def test_trimmed_matches_original():
-    rng = np.random.default_rng(0)
-    times = T0 + np.cumsum(rng.integers(10, 100, size=8)) * MS
-    poses = np.concatenate([rng.normal(size=(8, 3)), Rotation.random(8, random_state=rng).as_quat()], axis=1)
-    traj = PoseTrajectory(times, poses)
-    t0, t1 = int(times[1] + 3 * MS), int(times[5] - 1 * MS)
-    part = traj.trimmed(t0, t1)
-    assert part.start_ns == t0 and part.end_ns == t1
-    ts = np.linspace(t0, t1, 50).astype(np.int64)
-    a, b = traj(ts), part(ts)
-    assert np.allclose(a[:, :3], b[:, :3])
-    assert np.all(quat_angle(a[:, 3:], b[:, 3:]) < 1e-9)
-    with pytest.raises(ValueError):
-        traj.trimmed(t1, t0)

@@ -69,7 +69,6 @@ def test_frames_stamps_and_drops(software_camera):
     assert cam.stats.frames == 5
     assert cam.stats.dropped == 2 + 2  # 3, 4 and 7, 8 never arrived
     assert cam.timestamp_domain == "global_time"
-    assert dict(cam.stats.items()) == {"frames": 5, "dropped": 4} and cam.stats["dropped"] == 4
 
 
 def test_hardware_clock_falls_back_to_host_time(software_camera):

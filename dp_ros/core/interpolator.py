@@ -96,12 +96,3 @@ class PoseTrajectory:
         a, b = pl[i], pl[i + 1]
         return [a[0] + w * (b[0] - a[0]), a[1] + w * (b[1] - a[1]), a[2] + w * (b[2] - a[2]),
                 *slerp4(a[3:], b[3:], w)]
-
-    def trimmed(self, t0_ns: int, t1_ns: int) -> "PoseTrajectory":
-        """The part on [t0, t1], endpoints included: equals self(t) for every t in [t0, t1]."""
-        t0, t1 = int(t0_ns), int(t1_ns)
-        if t1 < t0:
-            raise ValueError(f"trimmed: t1 ({t1}) is before t0 ({t0})")
-        inner = self._t[(self._t > t0) & (self._t < t1)]
-        ts = np.concatenate([[t0], inner, [t1]]) if t1 > t0 else np.array([t0])
-        return PoseTrajectory(ts, self(ts))

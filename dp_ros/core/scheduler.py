@@ -118,12 +118,6 @@ class ActionScheduler:
     def request_outstanding(self) -> bool:
         return self._requested_ns is not None
 
-    def remaining_s(self, now_ns: int) -> float:
-        """Executing horizon left: last planned waypoint time - (now + exec_latency), in s."""
-        if self._plan is None:
-            return -math.inf
-        return (self._plan.end_ns - int(now_ns) - self.exec_latency_ns) * 1e-9
-
     # ------------------------------------------------------------------ chunks
     def _reject(self, reason: str) -> bool:
         self.last_reject_reason = reason

@@ -23,18 +23,6 @@ class CameraStats:
     frames: int = 0  # frames delivered by read()
     dropped: int = 0  # frames the device produced that never reached read() (frame-number gaps)
 
-    # Also readable as a mapping (stats["frames"], stats.items()) for diagnostics code.
-    def keys(self):
-        return ("frames", "dropped")
-
-    def __getitem__(self, key):
-        if key not in self.keys():
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def items(self):
-        return [(k, self[k]) for k in self.keys()]
-
 
 @dataclass
 class RobotStateSample:

@@ -4,17 +4,9 @@ UR poses are [x, y, z, rx, ry, rz] with a rotation vector; ours are [x, y, z, qx
 ur_rtde is imported inside the constructors so this module (and its conversions) imports without
 the library or a robot.
 
-Servo loop (the ur5_servo_node runs it in its own process at the controller rate, 125 Hz CB3 /
-500 Hz e-Series):
-
-    servo = RTDEServo(host, frequency_hz=500)
-    while running:
-        t_start = servo.init_period()        # RTDEControlInterface.initPeriod()
-        servo.servo(pose, servo.dt_s)        # servoL(...): returns at once, the controller
-                                             # holds the target for dt_s seconds
-        servo.wait_period(t_start)           # RTDEControlInterface.waitPeriod(t_start): sleeps,
-                                             # then spins, to the end of this period
-    servo.stop()                             # servoStop, stopScript, disconnect
+Servo: ur5_servo_node calls RTDEServo.servo(pose, dt_s) once per tick of its own fixed-rate
+loop (125 Hz CB3 / 500 Hz e-Series); servoL returns at once and the controller tracks the target
+for dt_s. hold() is servoStop; stop() also stops the script and disconnects.
 """
 
 import time
@@ -99,12 +91,6 @@ class RTDEServo(RobotControlBackend):
                                                        rtde_control.RTDEControlInterface.FLAG_UPLOAD_SCRIPT,
                                                        50002, int(rt_priority))
         self._servoing = False
-
-    def init_period(self):
-        return self._ctrl.initPeriod()
-
-    def wait_period(self, t_start):
-        self._ctrl.waitPeriod(t_start)
 
     def servo(self, pose, dt_s=None):
         if self._ctrl is None:

@@ -7,19 +7,9 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from dp_ros import topics
+from dp_ros.nodes import backends
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import image_to_msg
-
-
-def make_backend(node, p, index, name):
-    if p["backend"] == "sim":
-        from dp_ros.nodes.sim_backends import SimCamera
-        return SimCamera(node, name)
-    if p["backend"] == "realsense":
-        from dp_ros.hardware.realsense import RealSenseCamera
-        serials = list(p["serials"]) + [""] * len(p["camera_names"])
-        return RealSenseCamera(serial=serials[index] or None, width=p["width"], height=p["height"], fps=p["fps"])
-    raise ValueError(f"unknown camera backend {p['backend']!r} (expected realsense or sim)")
 
 
 class CameraNode(Node):
@@ -30,7 +20,7 @@ class CameraNode(Node):
         self._running = True
         self.cameras = []
         for i, name in enumerate(self.p["camera_names"]):
-            backend = make_backend(self, self.p, i, name)
+            backend = backends.camera(self, self.p, i, name)
             pub = self.create_publisher(Image, topics.CAMERA_IMAGE.format(name=name), qos_profile_sensor_data)
             backend.start()
             thread = threading.Thread(target=self._pump, args=(name, backend, pub), daemon=True)
@@ -50,8 +40,8 @@ class CameraNode(Node):
     def _report(self):
         values = {}
         for name, backend, _ in self.cameras:
-            for k, v in backend.stats.items():
-                values[f"{name}.{k}"] = v
+            stats = backend.stats
+            values.update({f"{name}.frames": stats.frames, f"{name}.dropped": stats.dropped})
         self.diag.publish("ok", "streaming", values)
 
     def close(self):

@@ -6,6 +6,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 
 from dp_ros import topics
+from dp_ros.nodes import backends
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import ns_to_time, pose_to_msg
 
@@ -17,14 +18,7 @@ class RobotStateNode(Node):
     def __init__(self):
         super().__init__("robot_state_node")
         self.p = declare(self, "robot_state_node")
-        if self.p["backend"] == "sim":
-            from dp_ros.nodes.sim_backends import SimRobotReceive
-            self.backend = SimRobotReceive(self)
-        elif self.p["backend"] == "rtde":
-            from dp_ros.hardware.ur_rtde_backend import RTDEReceive
-            self.backend = RTDEReceive(self.p["robot_host"], frequency_hz=self.p["rate_hz"])
-        else:
-            raise ValueError(f"unknown robot backend {self.p['backend']!r} (expected rtde or sim)")
+        self.backend = backends.robot_receive(self, self.p)
         self.pose_pub = self.create_publisher(PoseStamped, topics.ROBOT_TCP_POSE, qos_profile_sensor_data)
         self.joint_pub = self.create_publisher(JointState, topics.ROBOT_JOINTS, qos_profile_sensor_data)
         self.diag = Diagnostics(self)

@@ -11,7 +11,7 @@ from sensor_msgs.msg import Image, JointState
 from rclpy.qos import qos_profile_sensor_data
 
 from dp_ros import topics
-from dp_ros.hardware.base import (CameraBackend, Frame, RobotControlBackend, RobotReceiveBackend,
+from dp_ros.hardware.base import (CameraBackend, CameraStats, Frame, RobotControlBackend, RobotReceiveBackend,
                                   RobotStateSample)
 from dp_ros.nodes.msgs import msg_to_image, msg_to_pose, pose_to_msg, time_to_ns
 
@@ -56,8 +56,8 @@ class SimCamera(CameraBackend):
         pass
 
     @property
-    def stats(self):
-        return {"frames": self._frames, "dropped": self._dropped}
+    def stats(self) -> CameraStats:
+        return CameraStats(frames=self._frames, dropped=self._dropped)
 
 
 class SimRobotReceive(RobotReceiveBackend):

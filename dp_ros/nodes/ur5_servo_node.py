@@ -24,6 +24,7 @@ from dp_ros import topics
 from dp_ros.core.envelope import SafetyEnvelope
 from dp_ros.core.priority import realtime
 from dp_ros.core.servo_controller import ServoController
+from dp_ros.nodes import backends
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_pose, msg_to_trajectory, ns_to_time, pose_to_msg
 
@@ -42,16 +43,7 @@ class Ur5ServoNode(Node):
                                                                   p["orientation_limit_rad"])
                            if p["orientation_limit_rad"] > 0 else None),
             self.period_s, p["watchdog_timeout_s"])
-        if p["backend"] == "sim":
-            from dp_ros.nodes.sim_backends import SimRobotControl
-            self.backend = SimRobotControl(self)
-        elif p["backend"] == "rtde":
-            from dp_ros.hardware.ur_rtde_backend import RTDEServo
-            self.backend = RTDEServo(p["robot_host"], frequency_hz=p["rate_hz"],
-                                     lookahead_time=p["lookahead_time"], gain=p["gain"],
-                                     rt_priority=p["realtime_priority"])
-        else:
-            raise ValueError(f"unknown servo backend {p['backend']!r} (expected rtde or sim)")
+        self.backend = backends.robot_control(self, p)
         self.diag = Diagnostics(self)
         self.cmd_pub = self.create_publisher(PoseStamped, topics.SERVO_COMMAND, qos_profile_sensor_data)
         self.state_pub = self.create_publisher(DiagnosticArray, topics.SERVO_STATE, STATE_QOS)
