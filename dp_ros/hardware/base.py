@@ -64,6 +64,12 @@ class RobotReceiveBackend(abc.ABC):
     def read(self) -> RobotStateSample:
         """The latest robot state."""
 
+    def fault(self) -> Optional[str]:
+        """Why the robot cannot be trusted or moved right now (protective / emergency stop,
+        connection lost, controller clock frozen, ...), or None when all is well. Polled by the
+        nodes each tick: must be cheap."""
+        return None
+
     def close(self):
         """Release the connection (idempotent)."""
 
@@ -72,6 +78,16 @@ class RobotControlBackend(abc.ABC):
     @abc.abstractmethod
     def servo(self, pose: np.ndarray, dt_s: float):
         """Command one servo step towards pose, meant to last dt_s seconds."""
+
+    def fault(self) -> Optional[str]:
+        """Why commands are not being executed (program stopped, protective / emergency stop,
+        a servo call refused, connection lost), or None. Polled by the servo loop each tick:
+        must be cheap. A fault latches in the servo until the operator resets it."""
+        return None
+
+    def recover(self) -> None:
+        """Make the robot accept commands again after a fault (e.g. re-upload the control script);
+        called only on the operator's reset. Raises RuntimeError saying what is still wrong."""
 
     @abc.abstractmethod
     def hold(self):
