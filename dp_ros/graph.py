@@ -125,7 +125,7 @@ def teleop_graph(sim: bool, config_file=None, device=None, task=None, output_dir
     nodes = [
         NodeSpec("camera_node", "camera_node", dict(backend)),
         NodeSpec("robot_state_node", "robot_state_node", dict(backend)),
-        NodeSpec("ur5_servo_node", "ur5_servo_node", dict(backend)),
+        NodeSpec("ur5_servo_node", "ur5_servo_node", {**backend, "source": "teleop"}),
         NodeSpec("teleop_node", "teleop_node", teleop),
     ]
     if sim:

@@ -16,6 +16,11 @@ SERVO_STATE = "/servo/state"                # diagnostic_msgs/DiagnosticArray on
                                             # hold reason or "following", stamp = that tick's command stamp
 SERVO_ENABLE = "/servo/enable"              # std_srvs/SetBool: false = hold and drop waypoints,
                                             # true = re-sync to the measured pose and follow again
+SERVO_RESET = "/servo/reset"                # std_srvs/Trigger: clear a latched e-stop / fault (then enable)
+SERVO_USE_SOURCE = "/servo/use_{source}"    # std_srvs/Trigger, source policy | teleop: the one source
+                                            # the servo follows (the other's input is ignored)
+ESTOP = "/estop"                            # std_msgs/Empty topic and std_srvs/Trigger service: hold
+                                            # now, latched until SERVO_RESET
 SCHEDULER_ENABLE = "/scheduler/enable"      # std_srvs/SetBool: false = stop streaming, drop chunk
 POLICY_HEARTBEAT = "/policy/heartbeat"      # std_msgs/Header at a fixed rate: the policy is alive
 TELEOP_TWIST = "/spacenav/twist"            # geometry_msgs/Twist, as the ROS spacenav driver

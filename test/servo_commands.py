@@ -2,31 +2,40 @@
 
 import bisect
 
+import numpy as np
+
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import qos_profile_sensor_data
 
 from dp_ros import topics
 from dp_ros.nodes.msgs import msg_to_pose, time_to_ns
-from dp_ros.nodes.ur5_servo_node import STATE_QOS
+from dp_ros.nodes.common import STATE_QOS
 
 
 class ServoCommandLog:
-    """A list of (stamp_ns, pose, holding) per command received. `holding` comes from the latest
+    """A list of (stamp_ns, pose, holding, resynced, tick) per command received. `holding` comes from the latest
     /servo/state at or before the command's stamp (the servo stamps both with the tick's time);
     the two topics may arrive in either order, so it is looked up when read."""
 
     def __init__(self, node):
         self._commands = []
         self._states = []     # (stamp_ns, holding), sorted by stamp
+        self._resynced = set()   # stamps of commands that re-synced to the measured pose
+        # the publication sequence number counts the servo's ticks (it publishes one command per
+        # tick), exactly, even when this best-effort subscription misses some or the loop jitters
         node.create_subscription(PoseStamped, topics.SERVO_COMMAND,
-                                 lambda m: self._commands.append((time_to_ns(m.header.stamp), msg_to_pose(m))),
+                                 lambda m, info: self._commands.append((time_to_ns(m.header.stamp), msg_to_pose(m),
+                                                                        info["publication_sequence_number"])),
                                  qos_profile_sensor_data)
         node.create_subscription(DiagnosticArray, topics.SERVO_STATE, self._on_state, STATE_QOS)
 
     def _on_state(self, msg):
-        holding = {kv.key: kv.value for kv in msg.status[0].values}["holding"] == "True"
-        bisect.insort(self._states, (time_to_ns(msg.header.stamp), holding))
+        values = {kv.key: kv.value for kv in msg.status[0].values}
+        stamp = time_to_ns(msg.header.stamp)
+        bisect.insort(self._states, (stamp, values["holding"] == "True"))
+        if values.get("resynced") == "True":
+            self._resynced.add(stamp)
 
     def _holding(self, stamp_ns):
         i = bisect.bisect_right(self._states, (stamp_ns, True))
@@ -37,12 +46,71 @@ class ServoCommandLog:
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [(t, p, self._holding(t)) for t, p in self._commands[index]]
-        t, p = self._commands[index]
-        return t, p, self._holding(t)
+            return [(t, p, self._holding(t), t in self._resynced, seq) for t, p, seq in self._commands[index]]
+        t, p, seq = self._commands[index]
+        return t, p, self._holding(t), t in self._resynced, seq
 
     def __iter__(self):
         return iter(self[:])
 
     def clear(self):
         self._commands.clear()   # states stay: they say what holds from their stamp on
+
+
+def segments(cmds):
+    """Split commands where the servo re-synced to the measured pose (a jump back to where the arm
+    is, not a motion): the limits hold within each segment."""
+    out, cur = [], []
+    for c in cmds:
+        if c[3] and cur:
+            out.append(cur)
+            cur = []
+        cur.append(c)
+    return out + [cur] if cur else out
+
+
+def check_envelope(cmds, servo: dict, tol: float = 1.01):
+    """Every command against the whole envelope, per tick: inside the box, and speed,
+    acceleration and rotation speed within the limits, with the servo's own period per tick."""
+    lo, hi = np.asarray(servo["workspace_min"]), np.asarray(servo["workspace_max"])
+    period = 1.0 / servo["rate_hz"]
+    for seg in segments(cmds):
+        pos = np.array([c[1][:3] for c in seg])
+        assert np.all(np.isfinite(pos))
+        assert np.all(pos >= lo - 1e-9) and np.all(pos <= hi + 1e-9), "outside the workspace box"
+        if len(seg) < 2:
+            continue
+        ticks = np.diff([c[4] for c in seg]).astype(np.float64)
+        assert np.all(ticks >= 1)
+        vel = np.diff(pos, axis=0) / (ticks[:, None] * period)
+        speed = np.linalg.norm(vel, axis=1)
+        assert speed.max() <= servo["max_lin_speed"] * tol + 1e-9, f"speed {speed.max():.4f} m/s"
+        if len(vel) > 1:
+            acc = np.linalg.norm(np.diff(vel, axis=0), axis=1) / ((ticks[1:] + ticks[:-1]) / 2 * period)
+            assert acc.max() <= servo["max_lin_acc"] * tol + 1e-6, f"acceleration {acc.max():.3f} m/s^2"
+        quats = np.array([c[1][3:] for c in seg])
+        assert np.allclose(np.linalg.norm(quats, axis=1), 1.0, atol=1e-6)
+        ang = 2 * np.arccos(np.clip(np.abs(np.sum(quats[1:] * quats[:-1], axis=1)), 0.0, 1.0))
+        assert np.all(ang / (ticks * period) <= servo["max_ang_speed"] * tol + 1e-6), "rotation speed"
+
+
+def check_hold(cmds, t_hold_ns: int, servo: dict):
+    """From the hold on, the command brakes within the limits and then stays put."""
+    after = [c for c in cmds if c[0] >= t_hold_ns]
+    assert after, "no command after the hold"
+    pos = np.array([c[1][:3] for c in after])
+    v, a = servo["max_lin_speed"], servo["max_lin_acc"]
+    assert np.linalg.norm(pos - pos[0], axis=1).max() <= v * v / (2 * a) + v / servo["rate_hz"] + 1e-6
+    settled = np.array([c[1][:3] for c in after if c[0] >= t_hold_ns + (v / a + 0.05) * 1e9])
+    if len(settled):
+        assert np.ptp(settled, axis=0).max() < 1e-9, "still moving after braking"
+
+
+def final_hold_start(cmds) -> int:
+    """Stamp of the first command of the hold that lasts to the end (a brief hold before it, e.g.
+    a watchdog hold while the machine was busy, may have resumed)."""
+    assert cmds and cmds[-1][2], "the servo is not holding at the end"
+    k = len(cmds) - 1
+    while k > 0 and cmds[k - 1][2]:
+        k -= 1
+    return cmds[k][0]

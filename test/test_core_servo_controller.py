@@ -1,20 +1,25 @@
-"""The servo's state machine, without ROS: every transition, and the envelope on every command."""
+"""The servo's state machine, without ROS: every transition, braking holds, latches, sources,
+and (hypothesis) every command inside the envelope whatever the inputs."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dp_ros.core.envelope import SafetyEnvelope
-from dp_ros.core.servo_controller import HoldReason, ServoController
+from dp_ros.core.servo_controller import Action, HoldReason, ServoController, max_speed_and_acceleration
 
 PERIOD_S = 0.008
+PERIOD_NS = int(PERIOD_S * 1e9)
 WATCHDOG_S = 0.2
+LO, HI = np.array([0.3, -0.25, 0.02]), np.array([0.75, 0.25, 0.4])
+VMAX, AMAX, WMAX = 0.25, 1.5, 1.0
 HOME = np.array([0.55, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0])
 MS = 1_000_000
 
 
-def controller():
-    env = SafetyEnvelope(np.array([0.3, -0.25, 0.02]), np.array([0.75, 0.25, 0.4]), 0.25, 1.5, 1.0)
-    return ServoController(env, PERIOD_S, WATCHDOG_S)
+def controller(**kw):
+    return ServoController(SafetyEnvelope(LO, HI, VMAX, AMAX, WMAX), PERIOD_S, WATCHDOG_S, **kw)
 
 
 def waypoints(start_ns, pose, n=5, step_ms=100):
@@ -22,65 +27,86 @@ def waypoints(start_ns, pose, n=5, step_ms=100):
     return times, np.tile(pose, (n, 1))
 
 
-def following(c, t0):
-    c.on_measured(HOME)
-    c.on_waypoints(*waypoints(t0, HOME + [0.01, 0, 0, 0, 0, 0, 0]), t0)
+def run(c, t0, ticks, measured=HOME):
+    """Step `ticks` times from t0 with a fresh measured pose each tick; returns the commands."""
+    out = []
+    for k in range(ticks):
+        now = t0 + k * PERIOD_NS
+        c.on_measured(measured, now)
+        out.append((now, c.step(now)))
+    return out
+
+
+def following(c, t0, offset=(0.01, 0, 0)):
+    c.on_measured(HOME, t0)
+    c.on_waypoints(*waypoints(t0, HOME + [*offset, 0, 0, 0, 0]), t0)
     cmd = c.step(t0)
-    assert cmd.reason is HoldReason.NONE
+    assert cmd.reason is HoldReason.NONE and cmd.action is Action.SERVO
     return cmd
+
+
+def assert_within_limits(cmds):
+    stamps = [t for t, c in cmds if c is not None]
+    pos = np.array([c.pose[:3] for _, c in cmds if c is not None])
+    assert np.all(pos >= LO - 1e-9) and np.all(pos <= HI + 1e-9)
+    v, a = max_speed_and_acceleration(stamps, pos)
+    assert v <= VMAX * 1.001 and a <= AMAX * 1.01, (v, a)
 
 
 def test_no_command_before_robot_state_then_hold_at_the_measured_pose():
     c = controller()
     assert c.step(0) is None and c.reason is HoldReason.NO_ROBOT_STATE
-    c.on_measured([np.nan] * 7)                     # a non-finite pose is not a robot state
+    c.on_measured([np.nan] * 7, 1)                  # a non-finite pose is not a robot state
     assert c.step(1) is None
-    c.on_measured(HOME)
+    c.on_measured(HOME, 2)
     cmd = c.step(2)
-    assert cmd.reason is HoldReason.NO_INPUT_YET and cmd.holding
-    assert not cmd.hold_started                    # it never moved: nothing to stop
+    assert cmd.reason is HoldReason.NO_INPUT_YET and cmd.action is Action.NONE   # never moved: nothing to stop
     np.testing.assert_array_equal(cmd.pose, HOME)
 
 
-def test_following_waypoints_ramps_from_the_command_and_stays_in_the_envelope():
+def test_following_ramps_from_the_command_and_stays_in_the_envelope():
     c = controller()
     following(c, 0)
     far = np.array([5.0, 5.0, 5.0, 1, 0, 0, 0])       # outside the workspace
     c.on_waypoints(*waypoints(10 * MS, far), 10 * MS)
-    last = c.command.copy()
-    for k in range(2, 25):                         # within the watchdog
-        cmd = c.step(k * int(PERIOD_S * 1e9))
-        assert cmd.reason is HoldReason.NONE
-        assert np.all(cmd.pose[:3] <= [0.75, 0.25, 0.4]) and np.all(cmd.pose[:3] >= [0.3, -0.25, 0.02])
-        assert np.linalg.norm(cmd.pose[:3] - last[:3]) <= 0.25 * PERIOD_S + 1e-9
-        last = cmd.pose.copy()
+    cmds = run(c, PERIOD_NS, 24)                      # within the watchdog
+    assert all(cmd.reason is HoldReason.NONE for _, cmd in cmds)
+    assert_within_limits(cmds)
     assert c.counts.clamped > 0
 
 
-def test_watchdog_holds_once_after_silence_and_counts_one_hold():
+def test_a_hold_brakes_within_the_acceleration_limit_then_stops_once():
     c = controller()
-    following(c, 0)
-    t = int(WATCHDOG_S * 1e9)
-    assert c.step(t).reason is HoldReason.NONE     # at the limit: still following
-    first = c.step(t + MS)
-    assert first.reason is HoldReason.WATCHDOG and first.hold_started
-    second = c.step(t + 2 * MS)
-    assert second.holding and not second.hold_started
-    np.testing.assert_array_equal(second.pose, first.pose)   # a hold does not move
-    assert c.counts.holds == 1 and np.all(c.velocity == 0)
+    following(c, 0, offset=(0.2, 0, 0))
+    cmds = run(c, PERIOD_NS, 24)                      # accelerating toward the far waypoint
+    assert np.linalg.norm(c.velocity) > 0.1
+    cmds += run(c, cmds[-1][0] + PERIOD_NS + int(WATCHDOG_S * 1e9), 60)   # silence: watchdog hold
+    holds = [cmd for _, cmd in cmds if cmd.holding]
+    assert holds[0].reason is HoldReason.WATCHDOG and holds[0].action is Action.SERVO   # braking
+    actions = [cmd.action for cmd in holds]
+    assert actions.count(Action.STOP) == 1 and actions[-1] is Action.NONE
+    assert c.counts.holds == 1
+    # the braking commands (their own ticks, without the silent gap before the hold)
+    braking = [(t, cmd) for t, cmd in cmds if cmd.holding]
+    assert_within_limits(braking)
 
 
-def test_new_waypoints_after_a_hold_resume_following():
+def test_new_waypoints_after_a_stopped_hold_resume_from_the_measured_pose():
     c = controller()
     following(c, 0)
-    c.step(int(WATCHDOG_S * 1e9) + MS)
-    assert c.holding
-    t = int(0.5e9)
+    run(c, int(WATCHDOG_S * 1e9) + MS, 50)
+    assert c.holding and np.all(c.velocity == 0)
+    t = int(0.8e9)
+    moved = HOME + [0.003, 0, 0, 0, 0, 0, 0]           # tracking lag / moved by hand
+    c.on_measured(moved, t)
     c.on_waypoints(*waypoints(t, HOME), t)
-    assert c.step(t).reason is HoldReason.NONE
+    cmd = c.step(t)
+    assert cmd.reason is HoldReason.NONE and cmd.resynced
+    # starts at the measured pose with zero velocity: one tick of acceleration toward HOME
+    np.testing.assert_allclose(cmd.pose[:3], moved[:3] - [AMAX * PERIOD_S ** 2, 0, 0], atol=1e-9)
 
 
-def test_empty_or_rejected_waypoints_hold():
+def test_empty_refused_and_unreadable_waypoints_hold():
     c = controller()
     following(c, 0)
     c.on_waypoints([], np.zeros((0, 7)), MS)
@@ -89,35 +115,144 @@ def test_empty_or_rejected_waypoints_hold():
     with pytest.raises(ValueError):
         c.on_waypoints([5 * MS, 4 * MS], np.tile(HOME, (2, 1)), 3 * MS)   # times not increasing
     assert c.step(4 * MS).reason is HoldReason.NO_TRAJECTORY
-    c.on_rejected_input(5 * MS)                                          # unreadable message
+    c.on_rejected_input(5 * MS)
     assert c.step(6 * MS).reason is HoldReason.NO_TRAJECTORY
     assert c.counts.rejected_inputs == 2
 
 
-def test_streamed_target_replaces_the_trajectory_and_a_nan_target_is_ignored():
+def test_only_the_active_source_commands():
     c = controller()
     following(c, 0)
+    assert not c.on_target(HOME + [0, 0.05, 0, 0, 0, 0, 0], MS)          # teleop while the policy drives
+    assert c.counts.ignored_inputs == 1 and c.direct_target is None
+    c.select_source("teleop")
+    assert c.step(2 * MS).reason is HoldReason.NO_INPUT_YET               # the old trajectory is gone
+    c.on_waypoints(*waypoints(3 * MS, HOME), 3 * MS)                     # policy now ignored
+    assert c.trajectory is None and c.counts.ignored_inputs == 2
     target = HOME + [0, 0.01, 0, 0, 0, 0, 0]
-    assert c.on_target(target, MS)
-    assert c.trajectory is None
-    assert not c.on_target([np.nan] * 7, 2 * MS)
-    np.testing.assert_array_equal(c.direct_target, target)
-    assert c.counts.rejected_inputs == 1
-    for k in range(1, 100):
-        cmd = c.step(2 * MS + k * int(PERIOD_S * 1e9) // 10)
-    assert cmd.reason is HoldReason.NONE and cmd.pose[1] > 0
+    assert c.on_target(target, 4 * MS)
+    assert not c.on_target([np.nan] * 7, 5 * MS) and c.counts.rejected_inputs == 1
+    cmds = run(c, 5 * MS, 20)
+    assert cmds[-1][1].reason is HoldReason.NONE and cmds[-1][1].pose[1] > 0
+    with pytest.raises(ValueError):
+        c.select_source("joystick")
 
 
-def test_disable_holds_and_enable_resyncs_to_the_measured_pose():
+def test_disable_holds_and_enable_needs_a_fresh_robot_state():
     c = controller()
     following(c, 0)
-    c.set_enabled(False)
-    cmd = c.step(MS)
-    assert cmd.reason is HoldReason.DISABLED and cmd.hold_started
-    c.on_waypoints(*waypoints(2 * MS, HOME), 2 * MS)               # ignored while disabled
+    c.set_enabled(False, MS)
+    assert c.step(MS).reason is HoldReason.DISABLED
+    c.on_waypoints(*waypoints(2 * MS, HOME), 2 * MS)
     assert c.step(3 * MS).reason is HoldReason.DISABLED
-    moved = HOME + [0.05, 0, 0, 0, 0, 0, 0]                        # the arm was moved by hand
-    c.on_measured(moved)
-    c.set_enabled(True)
-    np.testing.assert_array_equal(c.command, moved)
-    assert c.step(4 * MS).reason is HoldReason.NO_TRAJECTORY       # enabled, nothing to follow yet
+    late = int(1e9)                                                      # measured pose 1 s old
+    assert c.set_enabled(True, late) == "no fresh robot state to start from"
+    c.on_measured(HOME, late)
+    assert c.set_enabled(True, late) == ""
+    assert c.step(late).reason is HoldReason.NO_INPUT_YET
+
+
+def test_emergency_stop_latches_until_reset_and_then_needs_enable():
+    c = controller()
+    following(c, 0)
+    c.estop()
+    assert c.step(MS).reason is HoldReason.ESTOP
+    c.on_waypoints(*waypoints(2 * MS, HOME), 2 * MS)                     # input does not clear it
+    assert c.step(3 * MS).reason is HoldReason.ESTOP
+    assert "reset first" in c.set_enabled(True, 3 * MS)
+    c.on_measured(HOME, 4 * MS)
+    assert c.reset(4 * MS) == ""
+    assert c.step(5 * MS).reason is HoldReason.DISABLED                  # reset alone does not move
+    assert c.set_enabled(True, 5 * MS) == ""
+    c.on_waypoints(*waypoints(6 * MS, HOME), 6 * MS)
+    assert c.step(6 * MS).reason is HoldReason.NONE
+
+
+def test_faults_latch_and_reset_refuses_while_the_robot_still_reports_one():
+    c = controller()
+    following(c, 0)
+    c.fault("protective stop")
+    c.fault("second reason")                                            # the first cause is kept
+    assert c.step(MS).reason is HoldReason.FAULT and "protective stop" in c.status()
+    c.on_measured(HOME, 2 * MS)
+    assert c.reset(2 * MS, active_fault="protective stop") == "still faulted: protective stop"
+    assert c.step(3 * MS).reason is HoldReason.FAULT
+    assert c.reset(3 * MS) == "" and c.counts.latches == 1
+
+
+def test_a_stale_measured_pose_while_following_latches_a_fault():
+    c = controller(max_measured_age_s=0.05)
+    following(c, 0)
+    c.on_waypoints(*waypoints(MS, HOME), MS)
+    assert c.step(40 * MS).reason is HoldReason.NONE
+    assert c.step(60 * MS).reason is HoldReason.FAULT                   # robot state node died
+    assert "robot state stale" in c.status()
+
+
+poses = st.lists(st.one_of(st.floats(-3, 3), st.sampled_from([np.nan, np.inf, -np.inf, 0.55, 0.0, 1.0])),
+                 min_size=7, max_size=7)
+events = st.lists(st.one_of(
+    st.tuples(st.just("measured"), poses),
+    st.tuples(st.just("waypoints"), st.lists(poses, min_size=0, max_size=6), st.integers(-200, 400)),
+    st.tuples(st.just("target"), poses),
+    st.tuples(st.just("enable"), st.booleans()),
+    st.tuples(st.just("source"), st.sampled_from(["policy", "teleop"])),
+    st.tuples(st.just("estop")), st.tuples(st.just("reset")),
+    st.tuples(st.just("ticks"), st.integers(1, 40)),
+), min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_every_command_stays_in_the_envelope_whatever_arrives(evs):
+    c = controller()
+    now = 0
+    out = []
+    c.on_measured(HOME, now)
+    for ev in evs:
+        kind = ev[0]
+        if kind == "measured":
+            c.on_measured(ev[1], now)
+        elif kind == "waypoints":
+            times = [now + (ev[2] + 50 * k) * MS for k in range(len(ev[1]))]
+            try:
+                c.on_waypoints(times, np.array(ev[1]).reshape(-1, 7), now)
+            except ValueError:
+                pass
+        elif kind == "target":
+            c.on_target(ev[1], now)
+        elif kind == "enable":
+            c.set_enabled(ev[1], now)
+        elif kind == "source":
+            c.select_source(ev[1])
+        elif kind == "estop":
+            c.estop()
+        elif kind == "reset":
+            c.reset(now)
+        else:
+            for _ in range(ev[1]):
+                now += PERIOD_NS
+                c.on_measured(HOME, now)   # the arm reports where it is
+                cmd = c.step(now)
+                if cmd is not None and not cmd.resynced:
+                    out.append((now, cmd))
+                elif cmd is not None:       # a re-sync starts a new continuous segment
+                    assert_segment(out)
+                    out = [(now, cmd)]
+    assert_segment(out)
+
+
+def assert_segment(cmds):
+    if not cmds:
+        return
+    pos = np.array([c.pose[:3] for _, c in cmds])
+    assert np.all(np.isfinite(pos)) and np.all(pos >= LO - 1e-9) and np.all(pos <= HI + 1e-9)
+    steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    assert np.all(steps <= VMAX * PERIOD_S * 1.001 + 1e-12)
+    vel = np.diff(pos, axis=0) / PERIOD_S
+    if len(vel) > 1:
+        acc = np.linalg.norm(np.diff(vel, axis=0), axis=1) / PERIOD_S
+        assert np.all(acc <= AMAX * 1.01 + 1e-9), acc.max()
+    quats = np.array([c.pose[3:] for _, c in cmds])
+    ang = 2 * np.arccos(np.clip(np.abs(np.sum(quats[1:] * quats[:-1], axis=1)), 0, 1))
+    assert np.all(ang <= WMAX * PERIOD_S * 1.001 + 1e-9)

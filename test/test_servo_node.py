@@ -16,7 +16,7 @@ from dp_ros import topics
 from dp_ros.graph import NodeSpec, default_config, load_params
 from dp_ros.nodes.msgs import pose_to_msg, trajectory_to_msg
 from dp_ros.runtime.processes import NodeProcesses
-from servo_commands import ServoCommandLog
+from servo_commands import ServoCommandLog, check_envelope, check_hold, final_hold_start
 
 SERVO = load_params(default_config())["ur5_servo_node"]
 HOME = np.array([0.55, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0])
@@ -27,7 +27,7 @@ def servo(tmp_path_factory):
     procs = NodeProcesses([NodeSpec("ur5_servo_node", "ur5_servo_node", {"backend": "sim"})],
                           default_config(), tmp_path_factory.mktemp("servo")).start()
     rclpy.init(args=[])
-    node = rclpy.create_node("servo_test")
+    node = rclpy.create_node(SERVO["waypoint_publisher"])   # the publisher the servo follows
     commands = ServoCommandLog(node)
     pose_pub = node.create_publisher(PoseStamped, topics.ROBOT_TCP_POSE, qos_profile_sensor_data)
     wp_pub = node.create_publisher(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, 10)
@@ -56,20 +56,6 @@ def stream(node, wp_pub, make_poses, seconds):
         times = [now + int(k * 1e8) for k in range(1, 9)]
         wp_pub.publish(trajectory_to_msg(times, make_poses(times), stamp_ns=now))
         time.sleep(0.05)
-
-
-def check_envelope(cmds):
-    lo, hi = np.asarray(SERVO["workspace_min"]), np.asarray(SERVO["workspace_max"])
-    pos = np.array([c[1][:3] for c in cmds])
-    assert np.all(np.isfinite(pos))
-    assert np.all(pos >= lo - 1e-9) and np.all(pos <= hi + 1e-9)
-    stamps = np.array([c[0] for c in cmds])
-    period = 1.0 / SERVO["rate_hz"]
-    ticks = np.maximum(1, np.round(np.diff(stamps) * 1e-9 / period))
-    step = np.linalg.norm(np.diff(pos, axis=0), axis=1) / ticks
-    assert step.max() <= SERVO["max_lin_speed"] * period * 1.001 + 1e-9
-    quats = np.array([c[1][3:] for c in cmds])
-    assert np.allclose(np.linalg.norm(quats, axis=1), 1.0, atol=1e-6)
 
 
 def test_hostile_waypoints_never_leave_the_envelope(servo):
@@ -101,7 +87,7 @@ def test_hostile_waypoints_never_leave_the_envelope(servo):
     assert not procs.dead(), procs.log_tail("ur5_servo_node")
     cmds = commands[start:]
     assert len(cmds) > 200
-    check_envelope(cmds)
+    check_envelope(cmds, SERVO)
     moved = np.linalg.norm(np.diff([c[1][:3] for c in cmds], axis=0), axis=1).sum()
     assert moved > 0.05, "the servo did not follow valid (clamped) targets at all"
 
@@ -117,5 +103,5 @@ def test_silence_makes_the_servo_hold_within_the_watchdog(servo):
     # Margin for the delivery of the last message on a loaded 2-core machine: the point is that
     # the hold comes from the watchdog (0.25 s), not from some later event.
     assert (holds[0][0] - t_last) * 1e-9 <= SERVO["watchdog_timeout_s"] + 0.5
-    held = np.array([c[1][:3] for c in commands if c[0] >= holds[0][0]])
-    assert np.ptp(held, axis=0).max() < 1e-12
+    check_hold(list(commands), final_hold_start(list(commands)), SERVO)
+    check_envelope(list(commands), SERVO)

@@ -103,6 +103,13 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
         "backend": Param(str, "robot interface", choices=("rtde", "sim")),
         "robot_host": Param(str, "UR controller address"),
         "rate_hz": Param(float, "servo loop rate (CB3: 125, e-Series: 500)", range=(1.0, 1000.0)),
+        "source": Param(str, "the commanding source at start: policy (waypoints) or teleop (targets); "
+                             "switched by /servo/use_policy, /servo/use_teleop", choices=("policy", "teleop")),
+        "waypoint_publisher": Param(str, "the only node whose /servo/waypoints are followed ('' = any)"),
+        "target_publisher": Param(str, "the only node whose /servo/target_pose is followed ('' = any)"),
+        "max_waypoints": Param(int, "a waypoint message with more points is refused unread", range=(1, 100000)),
+        "max_measured_age_s": Param(float, "a measured pose older than this while following latches a fault; "
+                                           "resuming needs one this fresh (s)", range=(0.01, 10.0)),
         "lookahead_time": Param(float, "servoL lookahead time (s)", range=(0.03, 0.2)),
         "gain": Param(float, "servoL proportional gain", range=(100.0, 2000.0)),
         "watchdog_timeout_s": Param(float, "no waypoint message for this long: hold (s)", range=(0.01, 10.0)),

@@ -1,22 +1,33 @@
 """The servo's control logic, apart from ROS (ROS-free, unit-tested directly).
 
 Each tick of the servo loop asks `ServoController.step(now_ns)` for one command. The controller
-decides what to track (a scheduler trajectory or a streamed teleop target), when to hold and why
-(`HoldReason`), and passes every command through the `SafetyEnvelope`. The node only converts
-messages, calls the backend and publishes.
+decides what to track, when to hold and why (`HoldReason`), and passes every command through
+the `SafetyEnvelope`. The node only converts messages, calls the backend and publishes.
 
-States: holding (with a reason) or following. Transitions:
-  no robot state yet       -> NO_ROBOT_STATE until the first finite measured pose
-  disabled                 -> DISABLED until enabled again (re-synced to the measured pose)
-  no input since start     -> NO_INPUT_YET
-  last input too old       -> WATCHDOG (watchdog_timeout_s)
-  trajectory rejected/None -> NO_TRAJECTORY
-  otherwise                -> following the target, clamped by the envelope
+Sources: exactly one commanding source is active, "policy" (waypoint trajectories from the
+scheduler) or "teleop" (streamed targets); input from the other one is counted, never executed.
+`select_source` switches, explicitly.
+
+Holds, in order of precedence:
+  NO_ROBOT_STATE   until the first finite measured pose (no command at all before it)
+  ESTOP            latched by estop(); cleared only by reset()
+  FAULT            latched by fault(reason) (robot or graph fault, e.g. the measured pose going
+                   stale while following); cleared only by reset() once the cause is gone
+  DISABLED         set_enabled(False), and after reset() until enabled again
+  NO_INPUT_YET     the active source has sent nothing since (re)start
+  WATCHDOG         its last input is older than watchdog_timeout_s
+  NO_TRAJECTORY    its last trajectory was empty or refused
+A hold never stops the command dead: it brakes at max_lin_acc toward the point where the arm
+naturally stops (action BRAKE, still sent to the robot) and only then asks the robot to stop
+(action STOP, once); a stopped hold sends nothing (action NONE). Following resumes from a fresh
+measured pose with zero velocity when the arm had stopped (enable, reset then enable, new input
+after a watchdog hold), or continues from the command when it was still braking.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,23 +35,34 @@ import numpy as np
 from dp_ros.core.envelope import SafetyEnvelope
 from dp_ros.core.interpolator import PoseTrajectory
 
+SOURCES = ("policy", "teleop")
+STOPPED_SPEED = 1e-4   # m/s: below this a braking hold counts as stopped
+
 
 class HoldReason(str, enum.Enum):
     NONE = ""                                   # following
     NO_ROBOT_STATE = "waiting for robot state"
+    ESTOP = "emergency stop (latched: reset to clear)"
+    FAULT = "fault (latched: reset to clear)"
     DISABLED = "disabled"
     NO_INPUT_YET = "no waypoints yet"
     WATCHDOG = "watchdog: no waypoints within timeout"
     NO_TRAJECTORY = "no future waypoints"
 
 
+class Action(str, enum.Enum):
+    SERVO = "servo"     # send the pose (following, or braking into a hold)
+    STOP = "stop"       # the arm has stopped: the robot leaves servo mode (once per hold)
+    NONE = "none"       # holding still: nothing to send
+
+
 @dataclass
 class ServoCommand:
-    """One tick's output. `hold_started`: this tick began a hold (the backend stops here)."""
     pose: np.ndarray
     reason: HoldReason
-    hold_started: bool = False
+    action: Action
     clamped: bool = False
+    resynced: bool = False        # this tick's pose was re-synced to the measured one (a jump back to reality)
 
     @property
     def holding(self) -> bool:
@@ -51,8 +73,10 @@ class ServoCommand:
 class ServoCounts:
     ticks: int = 0
     clamped: int = 0
-    rejected_inputs: int = 0
+    rejected_inputs: int = 0      # unreadable, wrong frame, unsorted, past-dated, oversized, NaN
+    ignored_inputs: int = 0       # from the inactive source, or from a publisher that is not the source
     holds: int = 0
+    latches: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -63,30 +87,55 @@ class ServoController:
     envelope: SafetyEnvelope
     period_s: float
     watchdog_timeout_s: float
-    measured: np.ndarray | None = None       # latest finite measured TCP pose
-    command: np.ndarray | None = None        # last commanded pose (None until the robot state is known)
+    max_measured_age_s: float = 0.25
+    source: str = "policy"
+    measured: np.ndarray | None = None        # latest finite measured TCP pose
+    measured_ns: int | None = None            # when it arrived
+    command: np.ndarray | None = None         # last commanded pose (None until the robot state is known)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    trajectory: PoseTrajectory | None = None  # from the scheduler
-    direct_target: np.ndarray | None = None   # streamed target from teleop
+    trajectory: PoseTrajectory | None = None  # from the policy source
+    direct_target: np.ndarray | None = None   # from the teleop source
     last_input_ns: int | None = None
     enabled: bool = True
+    estopped: bool = False
+    fault_reason: str = ""                    # latched fault, "" = none
     reason: HoldReason = HoldReason.NO_ROBOT_STATE
     counts: ServoCounts = field(default_factory=ServoCounts)
+    _hold_target: np.ndarray | None = None    # where the braking hold stops
+    _stopped: bool = True                     # the robot was told to stop (or never moved)
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
 
     @property
     def holding(self) -> bool:
         return self.reason is not HoldReason.NONE
 
-    # --- inputs
-    def on_measured(self, pose) -> None:
-        pose = np.asarray(pose, dtype=np.float64)
-        if np.all(np.isfinite(pose)):
-            self.measured = pose
+    @property
+    def latched(self) -> bool:
+        return self.estopped or bool(self.fault_reason)
 
-    def on_waypoints(self, times, poses, now_ns: int) -> None:
-        """A new trajectory replaces the old one and the teleop target. Raises ValueError (and
-        holds) for one that PoseTrajectory refuses (unsorted times, NaN, bad shapes)."""
-        self.direct_target = None
+    # --- inputs
+    def on_measured(self, pose, now_ns: int) -> None:
+        pose = np.asarray(pose, dtype=np.float64)
+        if pose.shape == (7,) and np.all(np.isfinite(pose)):
+            self.measured, self.measured_ns = pose, int(now_ns)
+
+    def measured_fresh(self, now_ns: int) -> bool:
+        return self.measured_ns is not None and (now_ns - self.measured_ns) * 1e-9 <= self.max_measured_age_s
+
+    def _accept(self, source: str) -> bool:
+        if source != self.source:
+            self.counts.ignored_inputs += 1
+            return False
+        return True
+
+    def on_waypoints(self, times, poses, now_ns: int, source: str = "policy") -> None:
+        """A new trajectory replaces the old one. Raises ValueError (and holds) for one that
+        PoseTrajectory refuses (unsorted times, NaN, bad shapes)."""
+        if not self._accept(source):
+            return
         self.last_input_ns = now_ns
         self.trajectory = None
         times, poses = np.asarray(times, dtype=np.int64), np.asarray(poses, dtype=np.float64)
@@ -103,45 +152,100 @@ class ServoController:
             self.counts.rejected_inputs += 1
             raise
 
-    def on_rejected_input(self, now_ns: int) -> None:
-        """A waypoint message that could not be read: drop what was followed and hold."""
+    def on_rejected_input(self, now_ns: int, source: str = "policy") -> None:
+        """A message of the active source that could not be used: drop what was followed and hold."""
+        if not self._accept(source):
+            return
         self.counts.rejected_inputs += 1
         self.trajectory = self.direct_target = None
         self.last_input_ns = now_ns
 
-    def on_target(self, pose, now_ns: int) -> bool:
-        """A streamed target (teleop). Returns False (and ignores it) when it is not finite."""
+    def on_target(self, pose, now_ns: int, source: str = "teleop") -> bool:
+        """A streamed target. Returns False (and ignores it) when it is not finite or not from
+        the active source."""
+        if not self._accept(source):
+            return False
         pose = np.asarray(pose, dtype=np.float64)
-        if not np.all(np.isfinite(pose)):
+        if pose.shape != (7,) or not np.all(np.isfinite(pose)):
             self.counts.rejected_inputs += 1
             return False
         self.direct_target = pose
-        self.trajectory = None
         self.last_input_ns = now_ns
         return True
 
-    def set_enabled(self, enabled: bool) -> None:
+    # --- operator
+    def select_source(self, source: str) -> None:
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if source != self.source:
+            self.source = source
+            self.trajectory = self.direct_target = self.last_input_ns = None
+
+    def set_enabled(self, enabled: bool, now_ns: int) -> str:
+        """Returns "" or why enabling is refused (latched, or no fresh robot state to start from)."""
+        if enabled:
+            if self.latched:
+                return f"{self._latch_text()}: reset first"
+            if not self.measured_fresh(now_ns):
+                return "no fresh robot state to start from"
         self.enabled = bool(enabled)
+        self.trajectory = self.direct_target = self.last_input_ns = None
+        return ""
+
+    def estop(self) -> None:
+        self.estopped = True
         self.trajectory = self.direct_target = None
-        if self.enabled:
-            # re-sync to where the arm really is: the next command starts from there, no jump
-            self.command = None if self.measured is None else self.measured.copy()
-            self.velocity = np.zeros(3)
+
+    def fault(self, reason: str) -> None:
+        """Latch a fault (first reason kept)."""
+        if not self.fault_reason:
+            self.fault_reason = str(reason) or "fault"
+            self.counts.latches += 1
+        self.trajectory = self.direct_target = None
+
+    def reset(self, now_ns: int, active_fault: str | None = None) -> str:
+        """Clear the latch when its cause is gone; the servo stays disabled until enabled.
+        Returns "" or why not (active_fault: a fault still reported by the robot)."""
+        if active_fault:
+            return f"still faulted: {active_fault}"
+        if not self.measured_fresh(now_ns):
+            return "no fresh robot state"
+        if self.estopped:
+            self.counts.latches += 1
+        self.estopped, self.fault_reason = False, ""
+        self.enabled = False
+        self.trajectory = self.direct_target = self.last_input_ns = None
+        return ""
+
+    def _latch_text(self) -> str:
+        return "emergency stop" if self.estopped else f"fault: {self.fault_reason}"
 
     # --- the control step
     def _target(self, now_ns: int):
         """The pose to track now and HoldReason.NONE, or (None, why to hold)."""
+        if self.estopped:
+            return None, HoldReason.ESTOP
+        if self.fault_reason:
+            return None, HoldReason.FAULT
         if not self.enabled:
             return None, HoldReason.DISABLED
         if self.last_input_ns is None:
             return None, HoldReason.NO_INPUT_YET
         if (now_ns - self.last_input_ns) * 1e-9 > self.watchdog_timeout_s:
             return None, HoldReason.WATCHDOG
-        if self.direct_target is not None:
+        if self.source == "teleop":
             return self.direct_target, HoldReason.NONE
         if self.trajectory is None:
             return None, HoldReason.NO_TRAJECTORY
         return self.trajectory(now_ns), HoldReason.NONE
+
+    def _stop_point(self) -> np.ndarray:
+        """Where the command stops when braking at max_lin_acc from its velocity."""
+        speed = float(np.linalg.norm(self.velocity))
+        out = self.command.copy()
+        if speed > 0:
+            out[:3] += self.velocity * (speed / (2.0 * self.envelope.max_lin_acc))
+        return out
 
     def step(self, now_ns: int) -> ServoCommand | None:
         """The command for this tick; None while no robot state has arrived."""
@@ -149,17 +253,64 @@ class ServoController:
             if self.measured is None:
                 return None
             self.command = self.measured.copy()
+        if not self.latched and self.reason is HoldReason.NONE and not self.measured_fresh(now_ns):
+            self.fault(f"robot state stale: no measured pose for more than {self.max_measured_age_s:g} s")
         target, reason = self._target(now_ns)
-        out = ServoCommand(self.command, reason)
+        if target is not None and self._stopped and not self.measured_fresh(now_ns):
+            self.fault(f"robot state stale: no measured pose for more than {self.max_measured_age_s:g} s")
+            target, reason = self._target(now_ns)
+        resynced = False
         if target is None:
-            out.hold_started = not self.holding
-            self.counts.holds += int(out.hold_started)
-            self.velocity = np.zeros(3)
+            if not self.holding or self._hold_target is None:
+                self._hold_target = self._stop_point()
+                self.counts.holds += int(not self.holding)
+            if self._stopped:
+                action = Action.NONE
+            else:
+                self.command, self.velocity, _ = self.envelope.clamp(self._hold_target, self.command,
+                                                                     self.velocity, self.period_s)
+                if float(np.linalg.norm(self.velocity)) < STOPPED_SPEED:
+                    self.velocity = np.zeros(3)
+                    action, self._stopped = Action.STOP, True
+                else:
+                    action = Action.SERVO
+            out = ServoCommand(self.command, reason, action)
         else:
+            if self._stopped:
+                # resume from where the arm really is (moved by hand, or its tracking lag)
+                resynced = not np.array_equal(self.command, self.measured)
+                self.command, self.velocity = self.measured.copy(), np.zeros(3)
+            self._hold_target = None
             self.command, self.velocity, flags = self.envelope.clamp(target, self.command, self.velocity,
                                                                      self.period_s)
-            out.pose, out.clamped = self.command, any(flags.values())
+            self._stopped = False
+            out = ServoCommand(self.command, reason, Action.SERVO, clamped=any(flags.values()), resynced=resynced)
             self.counts.clamped += int(out.clamped)
         self.reason = reason
         self.counts.ticks += 1
         return out
+
+    def status(self) -> str:
+        """For logs and /servo/state: the hold reason with the latched fault's cause."""
+        if self.reason is HoldReason.FAULT:
+            return f"fault: {self.fault_reason} (latched: reset to clear)"
+        return self.reason.value or f"following {self.source}"
+
+
+def max_speed_and_acceleration(stamps_ns, positions) -> tuple[float, float]:
+    """Largest speed (m/s) and acceleration (m/s^2) of a command stream, per interval; for checks
+    and the fault table."""
+    t = np.asarray(stamps_ns, dtype=np.float64) * 1e-9
+    p = np.asarray(positions, dtype=np.float64)
+    if len(t) < 3:
+        return 0.0, 0.0
+    dt = np.diff(t)
+    keep = dt > 0
+    v = np.diff(p, axis=0)[keep] / dt[keep, None]
+    tv = (t[1:][keep] + t[:-1][keep]) / 2
+    speed = float(np.linalg.norm(v, axis=1).max()) if len(v) else 0.0
+    if len(v) < 2:
+        return speed, 0.0
+    dtv = np.diff(tv)
+    a = np.linalg.norm(np.diff(v, axis=0), axis=1) / np.where(dtv > 0, dtv, math.inf)
+    return speed, float(a.max())

@@ -2,6 +2,7 @@
 the servo, and asks the policy for the next chunk early enough that it is planned while the
 current one executes. Stops streaming (the servo then holds) when the policy goes silent."""
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
@@ -9,7 +10,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
 from dp_ros.core.scheduler import ActionScheduler
-from dp_ros.nodes.common import Diagnostics, declare, run
+from dp_ros.nodes.common import STATE_QOS, Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_trajectory, ns_to_time, trajectory_to_msg
 
 class ActionSchedulerNode(Node):
@@ -29,6 +30,7 @@ class ActionSchedulerNode(Node):
         self.request_pub = self.create_publisher(Header, topics.POLICY_REQUEST, 10)
         self.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK, self._on_chunk, 10)
         self.create_subscription(Header, topics.POLICY_HEARTBEAT, self._on_heartbeat, 10)
+        self.create_subscription(DiagnosticArray, topics.SERVO_STATE, self._on_servo_state, STATE_QOS)
         self.create_service(SetBool, topics.SCHEDULER_ENABLE, self._on_enable)
         self.create_timer(1.0 / self.p["publish_rate_hz"], self._tick)
         self.create_timer(1.0, self._report)
@@ -38,6 +40,16 @@ class ActionSchedulerNode(Node):
 
     def _on_heartbeat(self, msg):
         self.last_heartbeat_ns = self._now()
+
+    def _on_servo_state(self, msg):
+        values = {kv.key: kv.value for kv in msg.status[0].values}
+        if values.get("latched") == "True" and self.enabled:
+            # e-stop or fault: stop streaming; resuming needs an explicit /scheduler/enable
+            self.enabled = False
+            self.scheduler.reset()
+            self._publish([], [])
+            self.get_logger().error(f"servo latched ({msg.status[0].message}): streaming stopped, "
+                                    "enable again after /servo/reset")
 
     def _on_enable(self, request, response):
         self.enabled = bool(request.data)

@@ -11,11 +11,15 @@ from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterVal
                               ParameterUninitializedException)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from dp_ros import topics
 from dp_ros.core import parameters, priority
 from dp_ros.core.parameters import NODE_PARAMETERS, Param
 from dp_ros.graph import default_config, load_params
+
+# a state published on every change: reliable, and a late subscriber gets the current one
+STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 

@@ -1,35 +1,45 @@
-"""ur5_servo_node: timestamped waypoints -> servoL stream at the robot's rate, inside the safety
-envelope, holding position when no valid waypoint arrives in time.
+"""ur5_servo_node: timestamped waypoints (or teleop targets) -> servoL stream at the robot's rate,
+inside the safety envelope, holding when no valid input arrives in time.
 
-The decisions (what to follow, when to hold and why, the envelope) are core/servo_controller.py;
-this node converts messages, drives the backend, publishes the command and its state.
+The decisions (which source commands, when to hold and why, latches, the envelope) are
+core/servo_controller.py; this node reads messages, drives the backend and publishes the command
+and its state.
 
-Runs in its own process with its own loop (sleep-then-spin), not an rclpy timer: rclpy timers
-lose ticks at 500 Hz on small machines. Every command passes SafetyEnvelope.clamp first.
+Two threads: the fixed-rate loop (SCHED_FIFO when permitted) only steps the controller and talks
+to the robot; message handling runs in a callback thread, so a flood of messages or a large one
+can never delay a tick or the watchdog. Waypoint messages are received serialized and refused
+by size before anything is deserialized. Only the configured publisher node of the active source
+is followed; anyone else on the topics is counted and ignored.
 """
 
 import collections
+import sys
+import threading
 import time
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
+from rclpy.executors import ExternalShutdownException, ShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from std_srvs.srv import SetBool
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
+from std_msgs.msg import Empty
+from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
 from dp_ros.core.envelope import SafetyEnvelope
 from dp_ros.core.priority import realtime
-from dp_ros.core.servo_controller import ServoController
+from dp_ros.core.servo_controller import Action, ServoController
 from dp_ros.nodes import backends
-from dp_ros.nodes.common import Diagnostics, declare, run
-from dp_ros.nodes.msgs import msg_to_pose, msg_to_trajectory, ns_to_time, pose_to_msg
+from dp_ros.nodes.common import STATE_QOS, Diagnostics, declare, run
+from dp_ros.nodes.msgs import BASE_FRAME, msg_to_pose, msg_to_trajectory, ns_to_time, pose_to_msg, time_to_ns
 
-# the servo's state on every change; a late subscriber gets the current one
-STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+WARN_THROTTLE_S = 1.0           # rclpy keys throttling by call site: one value for every warning here
+BYTES_PER_WAYPOINT = 160
+UNKNOWN_NODE = "_NODE_NAME_UNKNOWN_"   # what the graph says before discovery has named a node        # a MultiDOFJointTrajectoryPoint with one transform, serialized, with margin
 
 
 class Ur5ServoNode(Node):
@@ -42,97 +52,205 @@ class Ur5ServoNode(Node):
                            p["max_ang_speed"], orientation_limit=(p["orientation_reference"],
                                                                   p["orientation_limit_rad"])
                            if p["orientation_limit_rad"] > 0 else None),
-            self.period_s, p["watchdog_timeout_s"])
+            self.period_s, p["watchdog_timeout_s"], p["max_measured_age_s"], source=p["source"])
         self.backend = backends.robot_control(self, p)
+        self._lock = threading.Lock()             # the controller, between callbacks and the loop
+        self.max_waypoint_bytes = 1024 + BYTES_PER_WAYPOINT * p["max_waypoints"]
+        self.publishers_of = {"policy": p["waypoint_publisher"], "teleop": p["target_publisher"]}
+        self._gid_nodes = {}                      # publisher gid -> node name, from the ROS graph
+        self._next_graph_query = {}               # unknown gid -> when to ask the graph again
         self.diag = Diagnostics(self)
         self.cmd_pub = self.create_publisher(PoseStamped, topics.SERVO_COMMAND, qos_profile_sensor_data)
         self.state_pub = self.create_publisher(DiagnosticArray, topics.SERVO_STATE, STATE_QOS)
-        self.create_subscription(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, self._on_waypoints, 10)
+        self.create_subscription(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, self._on_waypoints, 10, raw=True)
         self.create_subscription(PoseStamped, topics.SERVO_TARGET, self._on_target, 10)
-        self.create_subscription(PoseStamped, topics.ROBOT_TCP_POSE,
-                                 lambda msg: self.controller.on_measured(msg_to_pose(msg)), qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, topics.ROBOT_TCP_POSE, self._on_measured, qos_profile_sensor_data)
+        self.create_subscription(Empty, topics.ESTOP, lambda _: self._estop("topic"), 10)
         self.create_service(SetBool, topics.SERVO_ENABLE, self._on_enable)
+        self.create_service(Trigger, topics.ESTOP, lambda _, r: self._answer(r, self._estop("service")))
+        self.create_service(Trigger, topics.SERVO_RESET, self._on_reset)
+        for source in self.publishers_of:
+            self.create_service(Trigger, topics.SERVO_USE_SOURCE.format(source=source),
+                                lambda _, r, s=source: self._answer(r, self._select(s)))
         self.missed_ticks = 0
         self.period_errors = collections.deque(maxlen=int(10 * p["rate_hz"]))   # last 10 s, seconds late
         self.scheduling = "default"
-        self._published_reason = None
+        self._published_status = None
         self.create_timer(1.0, self._report)
 
-    # --- inputs
+    # --- inputs (callback thread)
     def _now(self):
         return self.get_clock().now().nanoseconds
 
-    def _on_waypoints(self, msg):
+    def _publisher_node(self, info, topic) -> str:
+        gid = bytes(info["publisher_gid"]["data"])
+        name = self._gid_nodes.get(gid)
+        now = time.monotonic()
+        if name is None and now >= self._next_graph_query.get(gid, 0.0):
+            # a publisher not known yet: ask the graph who it is. Its first messages can arrive
+            # before discovery has told us, so an unknown one is asked about again, at most 5x/s.
+            for endpoint in self.get_publishers_info_by_topic(topic):
+                if endpoint.node_name != UNKNOWN_NODE:   # endpoint known, its node's name not yet
+                    self._gid_nodes[bytes(endpoint.endpoint_gid)] = endpoint.node_name
+            name = self._gid_nodes.get(gid)
+            self._next_graph_query[gid] = now + 0.2
+        return name or "?"
+
+    def _source_of(self, info, topic, source) -> str:
+        """The source a message counts for: its topic's source when its publisher is the expected
+        node, else "foreign" (counted as ignored by the controller)."""
+        expected = self.publishers_of[source]
+        if not expected:
+            return source
+        node = self._publisher_node(info, topic)
+        if node == expected:
+            return source
+        self.get_logger().warn(f"ignoring {topic} from node {node!r}: only {expected!r} is followed",
+                               throttle_duration_sec=WARN_THROTTLE_S)
+        return "foreign"
+
+    def _on_waypoints(self, data, info):
         now = self._now()
+        source = self._source_of(info, topics.SERVO_WAYPOINTS, "policy")
+        error = None
         try:
+            if len(data) > self.max_waypoint_bytes:
+                raise ValueError(f"{len(data)} bytes, more than {self.p['max_waypoints']} waypoints")
+            msg = deserialize_message(data, MultiDOFJointTrajectory)
+            if msg.header.frame_id != BASE_FRAME:
+                raise ValueError(f"frame {msg.header.frame_id!r}, expected {BASE_FRAME!r}")
             times, poses = msg_to_trajectory(msg)
-        except ValueError as exc:   # malformed / NaN: drop it, keep holding safely
-            self.controller.on_rejected_input(now)
-            self.get_logger().error(f"waypoints rejected: {exc}", throttle_duration_sec=1.0)
-            return
-        try:
-            self.controller.on_waypoints(times, poses, now)
+            if len(times) and times[0] <= time_to_ns(msg.header.stamp):
+                raise ValueError("a waypoint at or before the message's stamp (time_from_start must be > 0)")
         except ValueError as exc:
-            self.get_logger().error(f"waypoints rejected: {exc}", throttle_duration_sec=1.0)
+            error = exc
+        with self._lock:
+            try:
+                if error is not None:
+                    self.controller.on_rejected_input(now, source)
+                else:
+                    self.controller.on_waypoints(times, poses, now, source)
+            except ValueError as exc:
+                error = exc
+        if error is not None and source != "foreign":
+            self.get_logger().error(f"waypoints rejected: {error}", throttle_duration_sec=WARN_THROTTLE_S)
 
-    def _on_target(self, msg):
-        self.controller.on_target(msg_to_pose(msg), self._now())
+    def _on_target(self, msg, info):
+        source = self._source_of(info, topics.SERVO_TARGET, "teleop")
+        pose = msg_to_pose(msg) if msg.header.frame_id == BASE_FRAME else np.full(7, np.nan)
+        with self._lock:
+            self.controller.on_target(pose, self._now(), source)
 
-    def _on_enable(self, request, response):
-        self.controller.set_enabled(request.data)
-        response.success = True
-        response.message = "following" if request.data else "holding"
+    def _on_measured(self, msg):
+        with self._lock:
+            self.controller.on_measured(msg_to_pose(msg), self._now())
+
+    # --- operator (callback thread)
+    @staticmethod
+    def _answer(response, error: str):
+        response.success = not error
+        response.message = error or "ok"
         return response
 
-    # --- the control step
+    def _on_enable(self, request, response):
+        with self._lock:
+            error = self.controller.set_enabled(request.data, self._now())
+        self._answer(response, error)
+        if not error:
+            response.message = "following" if request.data else "holding"
+        return response
+
+    def _estop(self, via: str) -> str:
+        with self._lock:
+            self.controller.estop()
+        self.get_logger().error(f"emergency stop ({via}): holding until /servo/reset")
+        return ""
+
+    def _select(self, source: str) -> str:
+        with self._lock:
+            self.controller.select_source(source)
+        self.get_logger().info(f"commanding source: {source}")
+        return ""
+
+    def _on_reset(self, request, response):
+        try:
+            self.backend.recover()
+            error = ""
+        except RuntimeError as exc:
+            error = f"robot not recovered: {exc}"
+        if not error:
+            with self._lock:
+                error = self.controller.reset(self._now(), self.backend.fault())
+        if not error:
+            self.get_logger().info("reset: latch cleared; enable to follow again")
+        return self._answer(response, error)
+
+    # --- the control step (loop thread)
     def tick(self):
         now = self._now()
-        cmd = self.controller.step(now)
+        fault = self.backend.fault()
+        with self._lock:
+            if fault:
+                self.controller.fault(f"robot: {fault}")
+            cmd = self.controller.step(now)
+            status, latched = self.controller.status(), self.controller.latched
         if cmd is None:
             return                       # no robot state yet
-        if cmd.hold_started:
-            self.backend.hold()
-            self.get_logger().info(f"holding: {cmd.reason.value}")
-        elif not cmd.holding:
+        if cmd.action is Action.SERVO:
             self.backend.servo(cmd.pose, self.period_s)
+        elif cmd.action is Action.STOP:
+            self.backend.hold()
         self.cmd_pub.publish(pose_to_msg(cmd.pose, now))
-        if cmd.reason is not self._published_reason:
-            self._publish_state(cmd, now)
+        if status != self._published_status or cmd.resynced:
+            self._publish_state(cmd, status, latched, now)
 
-    def _publish_state(self, cmd, now_ns):
-        status = DiagnosticStatus(level=DiagnosticStatus.WARN if cmd.holding else DiagnosticStatus.OK,
-                                  name=self.get_fully_qualified_name(), hardware_id="dp_ros",
-                                  message=cmd.reason.value or "following")
-        status.values = [KeyValue(key="holding", value=str(cmd.holding))]
-        msg = DiagnosticArray(status=[status])
+    def _publish_state(self, cmd, status, latched, now_ns):
+        level = DiagnosticStatus.ERROR if latched else DiagnosticStatus.WARN if cmd.holding else DiagnosticStatus.OK
+        state = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), hardware_id="dp_ros",
+                                 message=status)
+        state.values = [KeyValue(key="holding", value=str(cmd.holding)), KeyValue(key="latched", value=str(latched)),
+                        KeyValue(key="resynced", value=str(cmd.resynced)),
+                        KeyValue(key="source", value=self.controller.source)]
+        msg = DiagnosticArray(status=[state])
         msg.header.stamp = ns_to_time(now_ns)
         self.state_pub.publish(msg)
-        self._published_reason = cmd.reason
+        if status != self._published_status:
+            log = self.get_logger().error if latched else self.get_logger().info
+            log(f"servo: {status}")
+        self._published_status = status
 
     def _report(self):
         err = np.abs(np.asarray(self.period_errors)) * 1e3
-        c = self.controller
-        values = dict(c.counts.as_dict(), missed_ticks=self.missed_ticks, holding=c.holding,
-                      hold_reason=c.reason.value, scheduling=self.scheduling)
+        with self._lock:
+            c = self.controller
+            values = dict(c.counts.as_dict(), missed_ticks=self.missed_ticks, holding=c.holding, latched=c.latched,
+                          hold_reason=c.reason.value, source=c.source, scheduling=self.scheduling)
+            status, latched = c.status(), c.latched
         if err.size:
             values.update(period_error_ms_p50=f"{np.percentile(err, 50):.3f}",
                           period_error_ms_p99=f"{np.percentile(err, 99):.3f}", period_error_ms_max=f"{err.max():.3f}")
-        self.diag.publish("ok", c.reason.value or "following", values)
+        self.diag.publish("error" if latched else "ok", status, values)
+
+    def _spin_callbacks(self, executor):
+        try:
+            while rclpy.ok():
+                executor.spin_once(timeout_sec=0.2)
+        except (ExternalShutdownException, ShutdownException, KeyboardInterrupt):
+            pass
 
     def loop(self, executor):
-        """Fixed-rate loop: spin callbacks until just before each deadline, then sleep to it."""
+        """Fixed-rate loop: sleep to each deadline, step, command. Callbacks run in their own
+        thread (started first, so it stays at normal priority)."""
+        threading.Thread(target=self._spin_callbacks, args=(executor,), name="servo-callbacks", daemon=True).start()
+        sys.setswitchinterval(0.0005)    # the loop thread gets the interpreter back within 0.5 ms
         # SCHED_FIFO when the OS permits (root, CAP_SYS_NICE or an rtprio limit): the loop then
         # preempts everything else on its core, inference included. Otherwise it says so.
         self.scheduling = realtime("SCHED_FIFO", int(self.p["realtime_priority"]))
-        self.get_logger().info(f"servo loop at {self.p['rate_hz']:g} Hz, scheduling: {self.scheduling}")
+        self.get_logger().info(f"servo loop at {self.p['rate_hz']:g} Hz, scheduling: {self.scheduling}, "
+                               f"source: {self.controller.source}")
         deadline = time.monotonic()
         while rclpy.ok():
             deadline += self.period_s
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0.0015:
-                    break
-                executor.spin_once(timeout_sec=remaining - 0.0015)
             remaining = deadline - time.monotonic()
             if remaining > 0:
                 time.sleep(remaining)
