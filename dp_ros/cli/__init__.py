@@ -19,6 +19,7 @@ COMMANDS = {
     "eval": ("dp_ros.cli.eval", "closed-loop evaluation in simulation through the deploy graph"),
     "bench": ("dp_ros.cli.bench", "benchmarks: `dp-ros bench inference --preset paper-real|sim`, `dp-ros bench servo`, `dp-ros bench pipeline`"),
     "sanity": ("dp_ros.sanity.cli", "the method's sanity checks: `dp-ros sanity lqr|multimodal`"),
+    "show": ("dp_ros.cli.show", "one recorded or converted episode as a PNG (and a rerun .rrd): `dp-ros show EPISODE_OR_STORE`"),
 }
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dp_ros.runtime.episodes import latency_summary
+from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 
 def _summary(values, scale=1.0):
@@ -54,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=200_000)
     ap.add_argument("--log-dir", default=None)
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    add_progress_flag(ap)
     return ap
 
 
@@ -95,10 +97,10 @@ def main(argv=None) -> int:
         n_lat = len(monitor.latencies_s)
         chunks.clear(), streams.clear()
         episodes = []
-        for i in range(args.episodes):
+        for i in progress_bar(range(args.episodes), enabled=not args.no_progress, desc="episodes", unit="ep"):
             episodes.append(run_episode(monitor, procs, i))
             rtf.append(float(monitor.task.get("real_time_factor", float("nan"))))
-            print(f"[bench pipeline] episode {i}: success={episodes[-1]['success']}", file=sys.stderr, flush=True)
+            echo(f"[bench pipeline] episode {i}: success={episodes[-1]['success']}", file=sys.stderr)
         latencies = monitor.latencies_s[n_lat:]
         # the policy node's own figure: the network's time per chunk inside the running graph
         in_graph = monitor.diagnostics.get("policy_node", ("", {}))[1].get("network_ms_median")

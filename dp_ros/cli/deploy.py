@@ -3,7 +3,8 @@
 Starts the same nodes with the same parameters as launch/deploy.launch.py (both read
 dp_ros.graph), one process each. In simulation it runs N episodes - reset the world, enable the
 servo and the scheduler, wait for success or the episode timeout - and prints a summary (also
-written as JSON). On hardware it runs until Ctrl-C. Nodes stop cleanly either way.
+written as JSON) and writes one MP4 per episode plus a contact sheet in <log dir>/videos. On
+hardware it runs until Ctrl-C. Nodes stop cleanly either way.
 """
 
 import argparse
@@ -12,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from dp_ros.graph import default_checkpoint, default_config, deploy_graph, read_checkpoint_config
+from dp_ros.graph import default_checkpoint, default_config, deploy_graph, load_params, read_checkpoint_config
 from dp_ros.runtime.episodes import rollout_summary, run_episode
 from dp_ros.runtime.monitor import GraphMonitor, NodeDied, check_alive, wait_until
 from dp_ros.runtime.processes import NodeProcesses, stop_on_signals
+from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,7 +31,26 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=None, help="sim: episode k uses seed + k + 1 (default: config)")
     ap.add_argument("--episode-timeout", type=float, default=None, help="sim episode limit in s (default: config)")
     ap.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for the policy")
+    ap.add_argument("--no-video", action="store_true", help="sim: no per-episode MP4s / contact sheet")
+    add_progress_flag(ap)
     return ap
+
+
+def rollout_videos(specs, config, cameras, out_dir):
+    """The run's video writer: the overlay uses the sim world's parameters as the graph runs it
+    (task plane box, top camera size, camera rate). None when PyAV is missing (said on stderr)."""
+    try:
+        import av  # noqa: F401 - checked here so a missing encoder costs no episode
+    except ImportError:
+        print("[dp-ros deploy] WARNING: PyAV (av) is not installed: no videos "
+              "(pip install -r requirements.txt, or pass --no-video)", file=sys.stderr, flush=True)
+        return None
+    from dp_ros.viz.rollout import PixelFrame, RolloutVideos
+    world = next(s for s in specs if s.name == "sim_world_node")
+    p = {**load_params(config)["sim_world_node"], **world.overrides}
+    pixels = PixelFrame(p["task_xy_min"], p["task_xy_max"], (p["image_height"], p["image_width"])) \
+        if "top" in cameras else None
+    return RolloutVideos(out_dir, pixels, p["camera_fps"])
 
 
 def main(argv=None) -> int:
@@ -67,28 +88,39 @@ def run(args: argparse.Namespace) -> int:
     procs = NodeProcesses(specs, config, log_dir)
     monitor = None
     summary = {"checkpoint": str(checkpoint), "mode": "hardware" if args.hardware else "sim", "episodes": []}
+    cameras = list(ckpt.get("policy_config", {}).get("cameras", {}))
+    videos = None if args.hardware or args.no_video or not cameras else \
+        rollout_videos(specs, config, cameras, log_dir / "videos")
+    bar = None
     code = 0
     try:
         procs.start()
-        monitor = GraphMonitor()
+        monitor = GraphMonitor(cameras=cameras if videos else ())
         wait_until(lambda: "policy_node" in monitor.diagnostics, args.ready_timeout, procs, "the policy to be ready")
         print("[dp-ros deploy] policy ready", flush=True)
         if args.hardware:
             while True:
                 check_alive(procs)
                 time.sleep(0.2)
+        bar = progress_bar(total=args.episodes, enabled=not args.no_progress, desc="episodes", unit="ep")
         for i in range(args.episodes):
             ep = run_episode(monitor, procs, i)
             summary["episodes"].append(ep)
-            print(f"[dp-ros deploy] episode {i}: success={ep['success']} coverage={ep['final_coverage']:.2f} "
-                  f"t={ep['duration_s']:.1f}s latency={ep['inference_latency_ms']} "
-                  f"dropped={ep['dropped_waypoints']}", flush=True)
+            if videos is not None:
+                ep["video"] = write_video(videos, monitor.trace.collect(), ep)
+            echo(f"[dp-ros deploy] episode {i}: success={ep['success']} coverage={ep['final_coverage']:.2f} "
+                 f"t={ep['duration_s']:.1f}s latency={ep['inference_latency_ms']} "
+                 f"dropped={ep['dropped_waypoints']}")
+            bar.update(1)
+            bar.set_postfix(success=f"{sum(e['success'] for e in summary['episodes'])}/{i + 1}")
     except KeyboardInterrupt:
         print("[dp-ros deploy] interrupted: stopping nodes", flush=True)
     except (NodeDied, TimeoutError) as exc:
         print(f"[dp-ros deploy] ERROR: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
+        if bar is not None:
+            bar.close()
         if monitor is not None:
             try:
                 monitor.call("scheduler", False, timeout_s=1.0)
@@ -100,12 +132,27 @@ def run(args: argparse.Namespace) -> int:
     eps = summary["episodes"]
     if eps:
         summary.update(task=ckpt.get("extra", {}).get("task"), **rollout_summary(eps, monitor.latencies_s))
+    sheet = videos.finish() if videos is not None else None
+    if sheet:
+        summary["videos"] = {"dir": str(videos.out_dir), "contact_sheet": sheet["path"]}
     out = Path(args.summary_json or log_dir / "summary.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: v for k, v in summary.items() if k != "episodes"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("episodes", "videos")}, indent=2))
+    if sheet:
+        print(f"[dp-ros deploy] videos in {videos.out_dir} (contact sheet {sheet['path']})")
     print(f"[dp-ros deploy] summary written to {out}")
     return code
+
+
+def write_video(videos, data, ep) -> dict | None:
+    """One episode's MP4; a failure costs the video, never the evaluation."""
+    try:
+        return videos.add(data, ep)
+    except Exception as exc:  # noqa: BLE001 - any encoder/file error means the same here
+        print(f"[dp-ros deploy] WARNING: episode {ep['episode']}: no video ({type(exc).__name__}: {exc})",
+              file=sys.stderr, flush=True)
+        return None
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dp_ros.graph import default_config, teleop_graph
 from dp_ros.runtime.episodes import record_episode
 from dp_ros.runtime.monitor import GraphMonitor, NodeDied, check_alive, wait_until
 from dp_ros.runtime.processes import NodeProcesses, stop_on_signals
+from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=None, help="sim: episode k uses seed + k + 1 (default: config)")
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--log-dir", default=None)
+    add_progress_flag(ap)
     return ap
 
 
@@ -56,6 +58,7 @@ def main(argv=None) -> int:
     procs = NodeProcesses(specs, config, log_dir)
     monitor = None
     episodes = []
+    bar = None
     code = 0
     try:
         procs.start()
@@ -67,11 +70,13 @@ def main(argv=None) -> int:
             while True:
                 check_alive(procs)
                 time.sleep(0.2)
+        bar = progress_bar(total=args.episodes, enabled=not args.no_progress, desc="episodes", unit="ep")
         for i in range(args.episodes):
             ep = record_episode(monitor, procs)
             episodes.append(ep)
-            print(f"[dp-ros record] episode {i}: success={ep['success']} t={ep['duration_s']}s -> {ep['path']}",
-                  flush=True)
+            echo(f"[dp-ros record] episode {i}: success={ep['success']} t={ep['duration_s']}s -> {ep['path']}")
+            bar.update(1)
+            bar.set_postfix(success=f"{sum(e['success'] for e in episodes)}/{i + 1}")
     except KeyboardInterrupt:
         print("[dp-ros record] interrupted: stopping (an episode in progress is kept, marked interrupted)",
               flush=True)
@@ -79,6 +84,8 @@ def main(argv=None) -> int:
         print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
+        if bar is not None:
+            bar.close()
         procs.stop()
         if monitor is not None:
             monitor.close()

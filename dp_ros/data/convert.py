@@ -47,6 +47,7 @@ from dp_ros.core.robot_features import DEFAULT_FIXED_POSE, SOURCES
 from dp_ros.core.transforms import continuous_quats, pose_interp
 from dp_ros.data.bag_reader import BadBag, bag_info, find_bags, read_episode
 from dp_ros.data.replay_buffer import ConfigMismatch, ReplayBuffer, RESERVED_KEYS
+from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 DEFAULTS = {
     "frequency": 10.0,
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-state-gap", type=float, dest="max_state_gap_s",
                    help="max spacing of the robot-state samples around a step in s (default 2*dt, as at deploy time)")
     p.add_argument("--min-steps", type=int, help="shorter episodes are skipped (8)")
+    add_progress_flag(p)
     return p
 
 
@@ -401,14 +403,14 @@ def main(argv=None) -> int:
 
     known = {e.get("name"): e.get("bag_id") for e in buf.episodes}
     converted, skipped, present = [], [], []
-    for bag in find_bags(args.bags):
+    for bag in progress_bar(find_bags(args.bags), enabled=not args.no_progress, desc="convert", unit="bag"):
         name = bag.name
         try:
             info = bag_info(bag)
             if name in known:
                 if known[name] == _bag_id(info):
                     present.append(name)
-                    print(f"  {name}: already in {out}, skipped", file=sys.stderr)
+                    echo(f"  {name}: already in {out}, skipped", file=sys.stderr)
                     continue
                 raise SkipEpisode(f"another recording named {name!r} is already in {out}; "
                                   "rename the bag directory to add it")
@@ -416,11 +418,11 @@ def main(argv=None) -> int:
         except (BadBag, SkipEpisode) as exc:
             reason = exc.reason if isinstance(exc, BadBag) else str(exc)
             skipped.append({"name": name, "path": str(bag), "reason": reason})
-            print(f"  {name}: SKIPPED: {reason}", file=sys.stderr)
+            echo(f"  {name}: SKIPPED: {reason}", file=sys.stderr)
             continue
         known[name] = _bag_id(info)
         converted.append({"name": name, **report})
-        print(f"  {name}: {report['steps']} steps", file=sys.stderr)
+        echo(f"  {name}: {report['steps']} steps", file=sys.stderr)
 
     summary = {
         "out": str(out),

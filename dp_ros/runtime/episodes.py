@@ -17,6 +17,9 @@ def run_episode(monitor: GraphMonitor, procs: NodeProcesses, index: int, settle_
     reset = json.loads(monitor.call("reset").message)
     wait_until(lambda: monitor.task.get("episode") == reset["episode"], 5.0, procs, "the world reset")
     time.sleep(settle_s)   # the observation buffer refills with post-reset frames and state
+    trace = getattr(monitor, "trace", None)
+    if trace is not None:
+        trace.start()   # the video starts with the still arm, before the first chunk
     monitor.call("servo", True)
     n_lat = len(monitor.latencies_s)
     dropped0 = scheduler_counter(monitor, "dropped")
@@ -34,6 +37,8 @@ def run_episode(monitor: GraphMonitor, procs: NodeProcesses, index: int, settle_
                 break
         time.sleep(0.05)
     monitor.call("scheduler", False)
+    if trace is not None:
+        trace.stop()
     lat = np.asarray(monitor.latencies_s[n_lat:]) * 1e3
     return {
         "episode": index, "seed": reset["seed"], "success": bool(task.get("success", False)),

@@ -1,11 +1,12 @@
 """The runners' window into a running graph: an rclpy node that calls the graph's services, keeps
-the latest sim task state and diagnostics, and measures request -> chunk latency."""
+the latest sim task state and diagnostics, and measures request -> chunk latency. Given camera
+names it also feeds a RolloutTrace (frames, chunks, streamed waypoints, coverage) for the videos."""
 
 import threading
 import time
 
 from dp_ros import topics
-from dp_ros.nodes.msgs import task_state_from_msg
+from dp_ros.nodes.msgs import msg_to_image, msg_to_trajectory, task_state_from_msg, time_to_ns
 from dp_ros.runtime.processes import NodeProcesses
 
 
@@ -17,10 +18,12 @@ class GraphMonitor:
     """An rclpy node in the runner's process: drives episodes through the graph's services and
     collects what the summary reports."""
 
-    def __init__(self):
+    def __init__(self, cameras=()):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
         from std_msgs.msg import Header
         from std_srvs.srv import SetBool, Trigger
         from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -38,6 +41,14 @@ class GraphMonitor:
         n.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diag, 50)
         n.create_subscription(Header, topics.POLICY_REQUEST, self._on_request, 10)
         n.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK, self._on_chunk, 10)
+        self.trace = None
+        if cameras:
+            from dp_ros.viz.rollout import RolloutTrace
+            self.trace = RolloutTrace(cameras)
+            for cam in cameras:   # the topics the policy node reads: frames as the policy saw them
+                n.create_subscription(Image, topics.CAMERA_IMAGE.format(name=cam),
+                                      lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data)
+            n.create_subscription(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, self._on_waypoints, 10)
         self.clients = {
             "scheduler": n.create_client(SetBool, topics.SCHEDULER_ENABLE),
             "servo": n.create_client(SetBool, topics.SERVO_ENABLE),
@@ -54,6 +65,20 @@ class GraphMonitor:
 
     def _on_task(self, msg):
         self.task = task_state_from_msg(msg)
+        if self._tracing():
+            self.trace.add_coverage(time.time_ns(), self.task.get("coverage", 0.0))
+
+    def _tracing(self) -> bool:
+        return self.trace is not None and self.trace.active
+
+    def _on_image(self, camera, msg):
+        if self._tracing():
+            self.trace.add_frame(camera, time_to_ns(msg.header.stamp), msg_to_image(msg))
+
+    def _on_waypoints(self, msg):
+        if self._tracing():
+            times, poses = msg_to_trajectory(msg)
+            self.trace.add_waypoints(times, poses)
 
     def _on_diag(self, msg):
         for status in msg.status:
@@ -66,6 +91,9 @@ class GraphMonitor:
         if self._request_t is not None:
             self.latencies_s.append(time.monotonic() - self._request_t)
             self._request_t = None
+        if self._tracing():
+            times, poses = msg_to_trajectory(msg)
+            self.trace.add_chunk(time.time_ns(), times, poses)
 
     def call(self, name, value=None, timeout_s=5.0):
         client = self.clients[name]

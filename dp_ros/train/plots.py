@@ -1,8 +1,13 @@
-"""Eval images for TensorBoard, drawn with numpy + cv2 (matplotlib is not a dependency).
+"""Training pictures: eval images for TensorBoard, drawn with numpy + cv2 (cheap enough to make
+at every evaluation), and the end-of-training PNG figures from metrics.jsonl (matplotlib).
 
-Both functions return RGB uint8 arrays (H, W, 3), for SummaryWriter.add_image(dataformats="HWC")."""
+action_chunks_image / obs_strip_image return RGB uint8 arrays (H, W, 3), for
+SummaryWriter.add_image(dataformats="HWC")."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -110,3 +115,67 @@ def obs_strip_image(frames: dict, max_height: int = 96) -> np.ndarray:
             line = np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255)
         out += [line, np.full((sep, width, 3), 255, np.uint8)]
     return np.ascontiguousarray(np.concatenate(out[:-1], axis=0))
+
+
+# --- end-of-training figures ----------------------------------------------------------------
+FIGURE_SIZE_IN, FIGURE_DPI = (8.0, 4.5), 100      # 800 x 450 px
+
+
+def read_metrics(path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def metric_curves(records: list[dict], select) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{metric: (steps, values)} of every finite numeric metric whose name `select` accepts."""
+    curves: dict[str, list] = {}
+    for r in records:
+        for k, v in r.items():
+            if "/" in k and select(k) and isinstance(v, (int, float)) and np.isfinite(v):
+                curves.setdefault(k, []).append((r["step"], v))
+    return {k: (np.array([s for s, _ in kv]), np.array([v for _, v in kv])) for k, kv in curves.items()}
+
+
+def training_figures(metrics_file, out_dir) -> list[str]:
+    """PNGs of a run's curves in out_dir: training_loss.png (loss and learning rate),
+    validation.png (the evaluation metrics), rollout_score.png (closed-loop success / coverage,
+    when the run logged any under rollout/). A figure without data is not written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_file)
+    figures = {
+        "training_loss.png": (metric_curves(records, lambda k: k in ("train/loss", "train/lr")), "log"),
+        # evaluation on the validation episodes (on the training split when there are none)
+        "validation.png": (metric_curves(records, lambda k: k.endswith(("/action_mse", "/action_mse_executed"))
+                                         or k == "val/loss"), "log"),
+        "rollout_score.png": (metric_curves(records, lambda k: k.startswith("rollout/")), "linear"),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (curves, yscale) in figures.items():
+        if not curves:
+            continue
+        fig, ax = plt.subplots(figsize=FIGURE_SIZE_IN, dpi=FIGURE_DPI)
+        lr = curves.pop("train/lr", None)
+        for k, (steps, values) in sorted(curves.items()):
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=k)
+        ax.set_yscale(yscale if all((v > 0).all() for _, v in curves.values()) else "linear")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if lr is not None:
+            ax2 = ax.twinx()
+            ax2.plot(*lr, color="0.6", lw=1, ls="--", label="train/lr")
+            ax2.set_ylabel("learning rate")
+            ax2.legend(loc="upper center", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
+        ax.set_title(name[:-4].replace("_", " "))
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=FIGURE_DPI)
+        plt.close(fig)
+        written.append(str(out_dir / name))
+    return written

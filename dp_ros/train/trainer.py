@@ -31,9 +31,10 @@ from dp_ros.data.dataset import train_val_split
 from dp_ros.policy.checkpoint import save_checkpoint
 from dp_ros.policy.diffusion import DiffusionPolicy
 from dp_ros.policy.ema import EMAModel
-from dp_ros.train.checkpointing import (CONFIG_FILE, METRICS_FILE, TRAINING_STATE_VERSION,
-                                        checkpoint_dir, default_run_dir, deploy_model, git_info,
-                                        holds_run, load_resume_state, truncate_metrics)
+from dp_ros.train.checkpointing import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE,
+                                        TRAINING_STATE_VERSION, checkpoint_dir, default_run_dir,
+                                        deploy_model, git_info, holds_run, load_resume_state,
+                                        truncate_metrics)
 from dp_ros.train.config import ConfigError, TrainConfig, resolve_policy_config
 from dp_ros.train.data import (SeededBatchSampler, fit_normalizer, inspect_data,
                                make_train_loader, make_train_val_sets)
@@ -42,6 +43,7 @@ from dp_ros.train.evaluation import evaluate_policy, write_eval_images
 from dp_ros.train.loss import LossModule
 from dp_ros.train.seeding import (draw_randomness, rng_state, sample_seed, seed_everything,
                                   set_rng_state)
+from dp_ros.viz.progress import progress_bar
 
 
 class Trainer:
@@ -298,12 +300,11 @@ class Trainer:
     def fit(self, stop_at: int | None = None) -> dict:
         """Train to training.max_steps (or stop after step `stop_at`, saving last/, without
         changing the LR schedule: for splitting a run). Returns a summary."""
-        from tqdm.auto import tqdm
         t = self.cfg.training
         end = t.max_steps if stop_at is None else min(int(stop_at), t.max_steps)
         batches = self._batches()
-        bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not (self.progress and self.is_main), unit="step")
+        bar = progress_bar(total=t.max_steps, initial=self.step, desc="train", unit="step",
+                           enabled=self.progress and self.is_main)
         loss_sum = torch.zeros((), device=self.device)
         gn_sum = torch.zeros((), device=self.device)
         n_acc = 0
@@ -339,11 +340,22 @@ class Trainer:
             bar.close()
             if self._writer is not None:
                 self._writer.flush()
-        return {"run_dir": str(self.run_dir), "step": self.step, "epoch": self.epoch,
+        figures = self.write_figures() if self.is_main else []
+        return {"run_dir": str(self.run_dir), "step": self.step, "epoch": self.epoch, "figures": figures,
                 "loss": last_loss, "wall_time_s": round(self.wall_time(), 3),
                 "best": {"metric": self.cfg.checkpoint.best_metric, "value": self.best_value,
                          "step": self.best_step},
                 "metrics": self.last_metrics}
+
+    def write_figures(self) -> list[str]:
+        """The run's curves as PNGs beside the checkpoints (RUN_DIR/checkpoints/*.png), so a model
+        card can show them without a TensorBoard server. Never fails the run."""
+        from dp_ros.train.plots import training_figures
+        try:
+            return training_figures(self.run_dir / METRICS_FILE, self.run_dir / CHECKPOINT_DIR)
+        except Exception as exc:  # noqa: BLE001 - a missing figure must not lose a trained model
+            info(f"no training figures: {type(exc).__name__}: {exc}")
+            return []
 
     def close(self) -> None:
         if self._writer is not None:
