@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from dp_ros.graph import NodeSpec, ros_env, write_params_file
+from dp_ros.runtime import domain
 
 
 def executable(name: str) -> str:
@@ -27,14 +28,22 @@ class NodeProcesses:
     parameter files, output to <log_dir>/<node>.log."""
 
     def __init__(self, specs: list[NodeSpec], config_file, log_dir, env=None):
+        """env: the nodes' environment (default: this process's). The graph claims a ROS domain of
+        its own (runtime/domain.py) on start; it is written into this process's environment too,
+        so that a ROS node created here afterwards (the runner's monitor, a test) joins it."""
         self.specs = specs
         self.config_file = Path(config_file)
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = ros_env(env)
         self.procs: dict[str, subprocess.Popen] = {}
+        self.domain: domain.DomainClaim | None = None
 
     def start(self):
+        if self.domain is None:
+            self.domain = domain.claim(self.env)
+            os.environ["ROS_DOMAIN_ID"] = str(self.domain.domain_id)
+            print(f"[dp_ros] graph on {self.domain.describe()}", file=sys.stderr, flush=True)
         overrides = write_params_file(self.log_dir / "overrides.yaml", self.specs)
         for spec in self.specs:
             cmd = [executable(spec.executable), "--ros-args", "-r", f"__node:={spec.name}",
@@ -76,6 +85,9 @@ class NodeProcesses:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if self.domain is not None:
+            self.domain.release()
+            self.domain = None
 
     def __enter__(self):
         return self.start()
