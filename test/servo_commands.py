@@ -9,6 +9,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.qos import qos_profile_sensor_data
 
 from dp_ros import topics
+from dp_ros.core.command_check import outside_box, tick_limits
 from dp_ros.nodes.msgs import msg_to_pose, time_to_ns
 from dp_ros.nodes.common import STATE_QOS
 
@@ -57,41 +58,16 @@ class ServoCommandLog:
         self._commands.clear()   # states stay: they say what holds from their stamp on
 
 
-def segments(cmds):
-    """Split commands where the servo re-synced to the measured pose (a jump back to where the arm
-    is, not a motion): the limits hold within each segment."""
-    out, cur = [], []
-    for c in cmds:
-        if c[3] and cur:
-            out.append(cur)
-            cur = []
-        cur.append(c)
-    return out + [cur] if cur else out
-
-
 def check_envelope(cmds, servo: dict, tol: float = 1.01):
     """Every command against the whole envelope, per tick: inside the box, and speed,
     acceleration and rotation speed within the limits, with the servo's own period per tick."""
-    lo, hi = np.asarray(servo["workspace_min"]), np.asarray(servo["workspace_max"])
-    period = 1.0 / servo["rate_hz"]
-    for seg in segments(cmds):
-        pos = np.array([c[1][:3] for c in seg])
-        assert np.all(np.isfinite(pos))
-        assert np.all(pos >= lo - 1e-9) and np.all(pos <= hi + 1e-9), "outside the workspace box"
-        if len(seg) < 2:
-            continue
-        ticks = np.diff([c[4] for c in seg]).astype(np.float64)
-        assert np.all(ticks >= 1)
-        vel = np.diff(pos, axis=0) / (ticks[:, None] * period)
-        speed = np.linalg.norm(vel, axis=1)
-        assert speed.max() <= servo["max_lin_speed"] * tol + 1e-9, f"speed {speed.max():.4f} m/s"
-        if len(vel) > 1:
-            acc = np.linalg.norm(np.diff(vel, axis=0), axis=1) / ((ticks[1:] + ticks[:-1]) / 2 * period)
-            assert acc.max() <= servo["max_lin_acc"] * tol + 1e-6, f"acceleration {acc.max():.3f} m/s^2"
-        quats = np.array([c[1][3:] for c in seg])
-        assert np.allclose(np.linalg.norm(quats, axis=1), 1.0, atol=1e-6)
-        ang = 2 * np.arccos(np.clip(np.abs(np.sum(quats[1:] * quats[:-1], axis=1)), 0.0, 1.0))
-        assert np.all(ang / (ticks * period) <= servo["max_ang_speed"] * tol + 1e-6), "rotation speed"
+    assert np.all(np.isfinite([c[1] for c in cmds]))
+    assert outside_box([c[1][:3] for c in cmds], servo["workspace_min"], servo["workspace_max"]) == 0.0
+    assert np.allclose(np.linalg.norm([c[1][3:] for c in cmds], axis=1), 1.0, atol=1e-6)
+    lim = tick_limits([c[4] for c in cmds], [c[1] for c in cmds], 1.0 / servo["rate_hz"], [c[3] for c in cmds])
+    assert lim["max_speed"] <= servo["max_lin_speed"] * tol + 1e-9, lim
+    assert lim["max_acc"] <= servo["max_lin_acc"] * tol + 1e-6, lim
+    assert lim["max_ang_speed"] <= servo["max_ang_speed"] * tol + 1e-6, lim
 
 
 def check_hold(cmds, t_hold_ns: int, servo: dict):

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dp_ros.core.envelope import SafetyEnvelope
-from dp_ros.core.servo_controller import Action, HoldReason, ServoController, max_speed_and_acceleration
+from dp_ros.core.command_check import outside_box, tick_limits
+from dp_ros.core.servo_controller import Action, HoldReason, ServoController
 
 PERIOD_S = 0.008
 PERIOD_NS = int(PERIOD_S * 1e9)
@@ -46,11 +47,12 @@ def following(c, t0, offset=(0.01, 0, 0)):
 
 
 def assert_within_limits(cmds):
-    stamps = [t for t, c in cmds if c is not None]
-    pos = np.array([c.pose[:3] for _, c in cmds if c is not None])
-    assert np.all(pos >= LO - 1e-9) and np.all(pos <= HI + 1e-9)
-    v, a = max_speed_and_acceleration(stamps, pos)
-    assert v <= VMAX * 1.001 and a <= AMAX * 1.01, (v, a)
+    """cmds: (stamp, command) of consecutive ticks."""
+    cmds = [c for _, c in cmds if c is not None]
+    assert outside_box([c.pose[:3] for c in cmds], LO, HI) == 0.0
+    lim = tick_limits(np.arange(len(cmds)), [c.pose for c in cmds], PERIOD_S, [c.resynced for c in cmds])
+    assert lim["max_speed"] <= VMAX * 1.001 and lim["max_acc"] <= AMAX * 1.01, lim
+    assert lim["max_ang_speed"] <= WMAX * 1.001, lim
 
 
 def test_no_command_before_robot_state_then_hold_at_the_measured_pose():
@@ -243,16 +245,4 @@ def test_every_command_stays_in_the_envelope_whatever_arrives(evs):
 
 
 def assert_segment(cmds):
-    if not cmds:
-        return
-    pos = np.array([c.pose[:3] for _, c in cmds])
-    assert np.all(np.isfinite(pos)) and np.all(pos >= LO - 1e-9) and np.all(pos <= HI + 1e-9)
-    steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
-    assert np.all(steps <= VMAX * PERIOD_S * 1.001 + 1e-12)
-    vel = np.diff(pos, axis=0) / PERIOD_S
-    if len(vel) > 1:
-        acc = np.linalg.norm(np.diff(vel, axis=0), axis=1) / PERIOD_S
-        assert np.all(acc <= AMAX * 1.01 + 1e-9), acc.max()
-    quats = np.array([c.pose[3:] for _, c in cmds])
-    ang = 2 * np.arccos(np.clip(np.abs(np.sum(quats[1:] * quats[:-1], axis=1)), 0, 1))
-    assert np.all(ang <= WMAX * PERIOD_S * 1.001 + 1e-9)
+    assert_within_limits(cmds)

@@ -27,7 +27,6 @@ after a watchdog hold), or continues from the command when it was still braking.
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -295,22 +294,3 @@ class ServoController:
         if self.reason is HoldReason.FAULT:
             return f"fault: {self.fault_reason} (latched: reset to clear)"
         return self.reason.value or f"following {self.source}"
-
-
-def max_speed_and_acceleration(stamps_ns, positions) -> tuple[float, float]:
-    """Largest speed (m/s) and acceleration (m/s^2) of a command stream, per interval; for checks
-    and the fault table."""
-    t = np.asarray(stamps_ns, dtype=np.float64) * 1e-9
-    p = np.asarray(positions, dtype=np.float64)
-    if len(t) < 3:
-        return 0.0, 0.0
-    dt = np.diff(t)
-    keep = dt > 0
-    v = np.diff(p, axis=0)[keep] / dt[keep, None]
-    tv = (t[1:][keep] + t[:-1][keep]) / 2
-    speed = float(np.linalg.norm(v, axis=1).max()) if len(v) else 0.0
-    if len(v) < 2:
-        return speed, 0.0
-    dtv = np.diff(tv)
-    a = np.linalg.norm(np.diff(v, axis=0), axis=1) / np.where(dtv > 0, dtv, math.inf)
-    return speed, float(a.max())
