@@ -18,6 +18,7 @@ COMMANDS = {
     "train": ("dp_ros.train.cli", "train a policy (same as dp-train)"),
     "eval": ("dp_ros.cli.eval", "closed-loop evaluation in simulation through the deploy graph"),
     "bench": ("dp_ros.cli.bench", "benchmarks: `dp-ros bench inference --preset paper-real|sim`, `dp-ros bench servo`, `dp-ros bench pipeline`"),
+    "faults": ("dp_ros.cli.faults", "inject faults into the sim deploy graph and print what the servo did: `dp-ros faults [--short]`"),
     "sanity": ("dp_ros.sanity.cli", "the method's sanity checks: `dp-ros sanity lqr|multimodal`"),
     "show": ("dp_ros.cli.show", "one recorded or converted episode as a PNG (and a rerun .rrd): `dp-ros show EPISODE_OR_STORE`"),
 }

@@ -215,8 +215,11 @@ class Ur5ServoNode(Node):
         msg.header.stamp = ns_to_time(now_ns)
         self.state_pub.publish(msg)
         if status != self._published_status:
-            log = self.get_logger().error if latched else self.get_logger().info
-            log(f"servo: {status}")
+            # one call site per severity: rclpy refuses a severity change at one site
+            if latched:
+                self.get_logger().error(f"servo: {status}")
+            else:
+                self.get_logger().info(f"servo: {status}")
         self._published_status = status
 
     def _report(self):

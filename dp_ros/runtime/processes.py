@@ -44,19 +44,28 @@ class NodeProcesses:
             self.domain = domain.claim(self.env)
             os.environ["ROS_DOMAIN_ID"] = str(self.domain.domain_id)
             print(f"[dp_ros] graph on {self.domain.describe()}", file=sys.stderr, flush=True)
-        overrides = write_params_file(self.log_dir / "overrides.yaml", self.specs)
+        self._overrides = write_params_file(self.log_dir / "overrides.yaml", self.specs)
         for spec in self.specs:
-            cmd = [executable(spec.executable), "--ros-args", "-r", f"__node:={spec.name}",
-                   "--params-file", str(self.config_file), "--params-file", str(overrides)]
-            log = open(self.log_dir / f"{spec.name}.log", "wb")
-            # Own session: a Ctrl-C in the terminal reaches the runner, which stops nodes in order.
-            # The graph's priority from the first instruction on, imports included (with two busy
-            # loops beside it, the policy node's start-up then took ~40 s instead of ~55 s).
-            self.procs[spec.name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                     env=self.env, start_new_session=True,
-                                                     preexec_fn=_graph_priority)
-            log.close()
+            self._launch(spec, "wb")
         return self
+
+    def _launch(self, spec: NodeSpec, mode: str):
+        cmd = [executable(spec.executable), "--ros-args", "-r", f"__node:={spec.name}",
+               "--params-file", str(self.config_file), "--params-file", str(self._overrides)]
+        log = open(self.log_dir / f"{spec.name}.log", mode)
+        # Own session: a Ctrl-C in the terminal reaches the runner, which stops nodes in order.
+        # The graph's priority from the first instruction on, imports included (with two busy
+        # loops beside it, the policy node's start-up then took ~40 s instead of ~55 s).
+        self.procs[spec.name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                 env=self.env, start_new_session=True,
+                                                 preexec_fn=_graph_priority)
+        log.close()
+
+    def restart(self, name: str):
+        """Start a node that died (or was killed) again, its log continued."""
+        if self.procs[name].poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        self._launch(next(s for s in self.specs if s.name == name), "ab")
 
     def dead(self) -> dict[str, int]:
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
