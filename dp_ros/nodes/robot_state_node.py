@@ -1,4 +1,12 @@
-"""robot_state_node: the UR5's TCP pose (PoseStamped) and joints (JointState) at the robot rate."""
+"""robot_state_node: the UR5's TCP pose (PoseStamped) and joints (JointState) at the robot rate.
+
+Samples are stamped with the controller's own clock mapped onto ROS time (RTDE) or the sim
+world's stamp, and published only when that stamp advances: a frozen or lost robot stream
+stops the topics instead of repeating the last pose as fresh data. A backend fault (safety
+stop, lost connection, frozen controller clock) stops publishing and reports ERROR with the
+reason on /diagnostics."""
+
+import time
 
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -23,29 +31,46 @@ class RobotStateNode(Node):
         self.joint_pub = self.create_publisher(JointState, topics.ROBOT_JOINTS, qos_profile_sensor_data)
         self.diag = Diagnostics(self)
         self.published = 0
+        self.fault = None
+        self.state_timeout_s = float(self.p.get("state_timeout_s", 0.1))
         self._last_sample_time = None
+        self._last_publish = None   # time.monotonic() of the last publication
         self.create_timer(1.0 / self.p["rate_hz"], self._tick)
-        self.create_timer(1.0, lambda: self.diag.publish("ok" if self.published else "warn",
-                                                         "streaming" if self.published else "no robot state yet",
-                                                         {"published": self.published}))
+        self.create_timer(1.0, self._report)
 
     def _tick(self):
+        fault = self.backend.fault()
+        if fault != self.fault:
+            (self.get_logger().error if fault else self.get_logger().info)(
+                f"robot fault: {fault}" if fault else "robot fault cleared")
+            self.fault = fault
+        if fault:
+            return   # nothing from a faulted robot is published as if it were valid
         sample = self.backend.read()
-        if sample is None or sample.time_s == self._last_sample_time:
+        if sample is None or (self._last_sample_time is not None and sample.time_s <= self._last_sample_time):
             return   # nothing new since the last tick (the sim world steps at its own rate)
         self._last_sample_time = sample.time_s
-        # The sim backend stamps with the world's ROS time; RTDE samples are stamped on receipt.
-        stamp_ns = int(sample.time_s * 1e9) if sample.time_s else self.get_clock().now().nanoseconds
+        stamp_ns = int(sample.time_s * 1e9)
         self.pose_pub.publish(pose_to_msg(sample.tcp_pose, stamp_ns))
         joints = JointState(name=UR_JOINTS, position=[float(q) for q in sample.joints])
         joints.header.stamp = ns_to_time(stamp_ns)
         self.joint_pub.publish(joints)
         self.published += 1
+        self._last_publish = time.monotonic()
+
+    def _report(self):
+        values = {"published": self.published}
+        if self.fault:
+            self.diag.publish("error", f"robot fault: {self.fault}", values)
+        elif self._last_publish is None:
+            self.diag.publish("warn", "no robot state yet", values)
+        elif time.monotonic() - self._last_publish > max(self.state_timeout_s, 5.0 / self.p["rate_hz"]):
+            self.diag.publish("warn", f"no new robot state for {time.monotonic() - self._last_publish:.2f} s", values)
+        else:
+            self.diag.publish("ok", "streaming", values)
 
     def close(self):
-        stop = getattr(self.backend, "stop", None)
-        if stop:
-            stop()
+        self.backend.close()
 
 
 def main(args=None):

@@ -241,6 +241,7 @@ class URControllerEmulator:
     def close(self):
         self._running = False
         for sock, _ in self._listeners:
+            _shutdown(sock)   # wakes the thread blocked in accept(); close() alone does not
             _close(sock)
         self._listeners = []
         self.drop_connections()
@@ -326,10 +327,7 @@ class URControllerEmulator:
     def drop_connections(self):
         """Close every client connection, as a controller reboot or a pulled cable would."""
         for conn in list(self._clients):
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(conn)
             _close(conn)
 
     def set_tcp_pose(self, ur_pose):
@@ -344,7 +342,7 @@ class URControllerEmulator:
         """What a test may want to check, as plain data (picklable across processes)."""
         with self.arm.lock:
             a = self.arm
-            return {"tcp_pose": list(a.tcp_pose), "tcp_offset": list(a.tcp_offset), "payload": a.payload,
+            return {"host": self.host, "tcp_pose": list(a.tcp_pose), "tcp_offset": list(a.tcp_offset), "payload": a.payload,
                     "program_running": a.program_running, "safety_mode": a.safety_mode,
                     "commands": [(t, c) for t, c, _ in a.commands], "dashboard": list(self.dashboard.commands),
                     "clients": len(self._clients)}
@@ -463,6 +461,13 @@ class URControllerEmulator:
 
 def _names(payload: bytes):
     return [n for n in payload.decode("ascii", "replace").split(",") if n]
+
+
+def _shutdown(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _close(sock):
