@@ -90,3 +90,24 @@ def test_list_cameras_returns_list():
     assert isinstance(cams, list)
     for c in cams:
         assert set(c) == {"serial", "name", "firmware", "usb"}
+
+
+def test_exposure_and_white_balance_options_are_applied_and_checked():
+    from dp_ros.hardware.realsense import apply_options, color_options
+
+    assert color_options(0, 0) == {"enable_auto_exposure": 1, "enable_auto_white_balance": 1}
+    opts = color_options(exposure_us=300, white_balance_k=4600)
+    assert list(opts) == ["enable_auto_exposure", "exposure", "enable_auto_white_balance", "white_balance"]
+    sensor = rs.software_device().add_sensor("RGB Camera")
+    # option_range(min, max, step, default) as pyrealsense2 2.59 orders it: (min, max, default, step)
+    sensor.add_option(rs.option.enable_auto_exposure, rs.option_range(0, 1, 1, 1), True)
+    sensor.add_option(rs.option.exposure, rs.option_range(1, 10000, 166, 1), True)
+    sensor.add_option(rs.option.enable_auto_white_balance, rs.option_range(0, 1, 1, 1), True)
+    sensor.add_option(rs.option.white_balance, rs.option_range(2800, 6500, 4600, 1), True)
+    applied = apply_options(sensor, opts, "test camera")
+    assert applied == {"enable_auto_exposure": 0, "exposure": 300, "enable_auto_white_balance": 0,
+                       "white_balance": 4600}
+    with pytest.raises(ValueError, match="white_balance 9000.*range"):
+        apply_options(sensor, color_options(300, 9000), "test camera")
+    with pytest.raises(RuntimeError, match="no option 'gain'"):
+        apply_options(sensor, {"gain": 16}, "test camera")

@@ -73,6 +73,21 @@ class FrameHandler:
         return Frame(capture_time_s=t, image=img, frame_number=n)
 
 
+def color_options(exposure_us=0.0, white_balance_k=0.0) -> dict:
+    """Colour-sensor options for fixed exposure / white balance (0 = automatic). Auto is set
+    explicitly too: the camera keeps a manual setting from an earlier run while powered."""
+    opts = {}
+    if exposure_us and exposure_us > 0:
+        opts.update(enable_auto_exposure=0, exposure=float(exposure_us))
+    else:
+        opts["enable_auto_exposure"] = 1
+    if white_balance_k and white_balance_k > 0:
+        opts.update(enable_auto_white_balance=0, white_balance=float(white_balance_k))
+    else:
+        opts["enable_auto_white_balance"] = 1
+    return opts
+
+
 class RealSenseCamera(CameraBackend):
     """One RealSense colour stream (rgb8), selected by serial number.
 
@@ -91,6 +106,7 @@ class RealSenseCamera(CameraBackend):
         self._pipeline = None
         self._source = None
         self.global_time_supported = None
+        self.applied_options = {}   # what start() set on the colour sensor (for episode metadata)
 
     @property
     def stats(self) -> CameraStats:
@@ -122,12 +138,16 @@ class RealSenseCamera(CameraBackend):
                 sensor.set_option(rs.option.global_time_enabled, 1.0 if self.global_time else 0.0)
                 self.global_time_supported = True
         if self.color_options:
-            color_sensor = device.first_color_sensor()
-            for name, value in self.color_options.items():
-                color_sensor.set_option(getattr(rs.option, name), float(value))
+            self.applied_options = apply_options(device.first_color_sensor(), self.color_options,
+                                                 f"RealSense {self.serial or '(any)'}")
         pipeline.start(cfg)
         self._pipeline = pipeline
         self._source = pipeline
+
+    def restart(self):
+        """Stop and reopen the pipeline (after a USB hiccup, a firmware hang)."""
+        self.stop()
+        self.start()
 
     def attach(self, source):
         """Stream from an already running source with try_wait_for_frames(timeout_ms), e.g. an
@@ -150,6 +170,23 @@ class RealSenseCamera(CameraBackend):
                 pass  # already stopped
         self._pipeline = None
         self._source = None
+
+
+def apply_options(sensor, options: dict, what: str) -> dict:
+    """Set {option name: value} on a sensor in order, refusing unknown options and values out of
+    the sensor's range with the option's name; returns what the sensor reports back."""
+    rs = _rs()
+    applied = {}
+    for name, value in options.items():
+        option = getattr(rs.option, name, None)
+        if option is None or not sensor.supports(option):
+            raise RuntimeError(f"{what}: the colour sensor has no option {name!r}")
+        r = sensor.get_option_range(option)
+        if not r.min <= float(value) <= r.max:
+            raise ValueError(f"{what}: {name} {value} outside the sensor's range [{r.min}, {r.max}]")
+        sensor.set_option(option, float(value))
+        applied[name] = sensor.get_option(option)
+    return applied
 
 
 def list_cameras():
