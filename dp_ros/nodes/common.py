@@ -18,8 +18,10 @@ from dp_ros.core import parameters, priority
 from dp_ros.core.parameters import NODE_PARAMETERS, Param
 from dp_ros.graph import default_config, load_params
 
-# a state published on every change: reliable, and a late subscriber gets the current one
-STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# a state published on every change: reliable, and a late subscriber gets the latest ones. Depth
+# above 1: a reliable writer keeping only the last sample drops one not yet acknowledged when the
+# next follows within milliseconds (a re-sync right before "following" went missing that way)
+STATE_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 

@@ -41,8 +41,10 @@ class RobotStateNode(Node):
     def _tick(self):
         fault = self.backend.fault()
         if fault != self.fault:
-            (self.get_logger().error if fault else self.get_logger().info)(
-                f"robot fault: {fault}" if fault else "robot fault cleared")
+            if fault:   # one call site per severity: rclpy refuses a severity change at one site
+                self.get_logger().error(f"robot fault: {fault}")
+            else:
+                self.get_logger().info("robot fault cleared")
             self.fault = fault
         if fault:
             return   # nothing from a faulted robot is published as if it were valid
