@@ -135,7 +135,8 @@ class RTDEReceive(RobotReceiveBackend):
         self._observe(float(r.getTimestamp()))
         quiet = time.monotonic() - self._last_advance
         if quiet > self.state_timeout_s:
-            return (f"no new state from the UR controller at {self.host} for {quiet:.2f} s "
+            # worded without the growing duration: the same fault reads the same on every poll
+            return (f"no new state from the UR controller at {self.host} for over {self.state_timeout_s} s "
                     f"(its clock stands at {self._last_robot_time:.3f} s)")
         s = self.status()
         return ur_status.controller_fault(s["safety_mode"], s["safety_status_bits"], s["robot_mode"])

@@ -48,8 +48,11 @@ def robot_control(node, p: dict):
                         payload_kg=_optional_float(p.get("payload_kg", -1.0)),
                         payload_cog=_optional_list(p.get("payload_cog")),
                         watchdog_hz=p.get("watchdog_hz", 10.0))
-    log = node.get_logger()
-    (log.info if "tcp_offset" in backend.setup else log.warn)(f"UR at {p['robot_host']}: {backend.describe_setup()}")
+    message = f"UR at {p['robot_host']}: {backend.describe_setup()}"
+    if "tcp_offset" in backend.setup:   # one call site per severity (rclpy)
+        node.get_logger().info(message)
+    else:
+        node.get_logger().warn(message)
     return backend
 
 
