@@ -13,7 +13,7 @@ def test_short_fault_table_is_all_safe(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = {r["fault"]: r for r in result["rows"]}
     assert proc.returncode == 0 and result["all_safe"], proc.stderr[-3000:]
-    assert len(rows) == 4
+    assert len(rows) == 5
     for row in rows.values():
         assert row["outside_box_m"] == 0.0 and row["within_limits"]
     estop = next(r for name, r in rows.items() if name.startswith("emergency stop"))
@@ -23,3 +23,5 @@ def test_short_fault_table_is_all_safe(tmp_path):
     assert any("robot state stale" in reason for reason in frozen["hold_reasons"])
     disable = next(r for name, r in rows.items() if name.startswith("disable"))
     assert "disabled" in disable["hold_reasons"] and disable["recovered"]
+    camera = next(r for name, r in rows.items() if name.startswith("camera stalled"))
+    assert camera["time_to_hold_s"] is not None and camera["recovered"] and not camera["latched"]

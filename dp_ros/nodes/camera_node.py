@@ -34,9 +34,9 @@ class CameraNode(Node):
     def __init__(self):
         super().__init__("camera_node")
         self.p = p = declare(self, "camera_node")
-        self.frame_timeout_s = float(p.get("frame_timeout_s", 2.0))
-        self.max_frame_age_s = float(p.get("max_frame_age_s", 0.2))
-        self.restart_interval_s = float(p.get("restart_interval_s", 2.0))
+        self.frame_timeout_s = p["frame_timeout_s"]
+        self.max_frame_age_s = p["max_frame_age_s"]
+        self.restart_interval_s = p["restart_interval_s"]
         self.diag = Diagnostics(self)
         self._running = True
         self.cameras = []

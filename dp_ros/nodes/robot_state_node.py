@@ -32,7 +32,7 @@ class RobotStateNode(Node):
         self.diag = Diagnostics(self)
         self.published = 0
         self.fault = None
-        self.state_timeout_s = float(self.p.get("state_timeout_s", 0.1))
+        self.state_timeout_s = self.p["state_timeout_s"]
         self._last_sample_time = None
         self._last_publish = None   # time.monotonic() of the last publication
         self.create_timer(1.0 / self.p["rate_hz"], self._tick)

@@ -20,6 +20,7 @@ from std_srvs.srv import Trigger
 from dp_ros import topics
 from dp_ros.core.teleop import TeleopMapper
 from dp_ros.data.recorder import EpisodeRecorder
+from dp_ros.nodes import backends
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_pose, ns_to_time, pose_to_msg, task_state_from_msg
 
@@ -91,8 +92,7 @@ class TeleopNode(Node):
     # --- device
     def _make_device(self):
         if self.p["backend"] == "spacenav":
-            from dp_ros.hardware.spacemouse import SpaceNavDevice
-            return SpaceNavDevice()
+            return backends.spacemouse(self, self.p)
         if self.p["backend"] == "scripted":
             if not self.p["sim"]:
                 raise ValueError("the scripted teleop backend needs the sim world (sim:=true)")

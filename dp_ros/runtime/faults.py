@@ -7,6 +7,7 @@ that publishes hostile messages on the graph's topics. `run_row` brings the arm 
 policy, injects one fault, watches, clears it and measures:
 
   max_speed / max_acc / max_ang_speed   of the commands from the injection on, per tick
+  servo_missed_ticks                    ticks the servo loop itself missed (its /diagnostics)
   outside_box_m                         distance of any command outside the workspace box
   time_to_hold_s                        from the injection to the servo's first hold
   latched, recovered                    whether the servo latched, and followed again after the
@@ -112,7 +113,7 @@ class FaultHarness:
     def _on_diag(self, msg):
         for s in msg.status:
             self.log.diagnostics[s.name.strip("/")] = (int(s.level[0]) if isinstance(s.level, bytes) else int(s.level),
-                                                      s.message)
+                                                      s.message, {kv.key: kv.value for kv in s.values})
 
     def call(self, name, value=None, timeout_s=5.0):
         client = self.clients[name]
@@ -182,6 +183,7 @@ class FaultHarness:
             return dict(row, safe=False, error="the servo did not start following the policy")
         t0 = self.now()
         self.row_extra = {}
+        self.missed_ticks_before = int(self.log.diagnostics.get("ur5_servo_node", (0, "", {}))[2].get("missed_ticks", 0))
         fault.inject(self)
         time.sleep(fault.observe_s)
         if fault.clear is not None:
@@ -220,11 +222,10 @@ class FaultHarness:
         lim = tick_limits([c[3] for c in cmds], [c[2] for c in cmds], 1.0 / s["rate_hz"],
                           [c[1] in resynced for c in cmds]) if cmds else {}
         holds = [st for st in states if st[2]]
-        seqs = [c[3] for c in cmds]
-        level, message = self.log.diagnostics.get("ur5_servo_node", (None, ""))
+        level, message, values = self.log.diagnostics.get("ur5_servo_node", (None, "", {}))
         return {
             "commands": len(cmds),
-            "largest_command_gap_ticks": int(np.diff(seqs).max()) if len(seqs) > 1 else None,
+            "servo_missed_ticks": int(values.get("missed_ticks", 0)) - self.missed_ticks_before,
             "max_speed": round(lim.get("max_speed", 0.0), 4), "max_acc": round(lim.get("max_acc", 0.0), 3),
             "max_ang_speed": round(lim.get("max_ang_speed", 0.0), 3),
             "within_limits": bool(cmds) and lim["max_speed"] <= s["max_lin_speed"] * LIMIT_TOLERANCE
@@ -370,7 +371,7 @@ FAULTS = [
         h.call("estop"), h.row_extra.update(enable_refused=not h.call("servo", True).success)),
           recover="reset", expect_latch=True, observe_s=1.0),
     Fault("camera stalled (SIGSTOP)", lambda h: h.signal("camera_node", signal.SIGSTOP),
-          clear=lambda h: h.signal("camera_node", signal.SIGCONT), recover="auto", observe_s=2.5),
+          clear=lambda h: h.signal("camera_node", signal.SIGCONT), recover="auto", observe_s=2.5, short=True),
     Fault("policy frozen (SIGSTOP)", lambda h: h.signal("policy_node", signal.SIGSTOP),
           clear=lambda h: h.signal("policy_node", signal.SIGCONT), recover="auto", observe_s=2.0),
     Fault("robot state frozen (SIGSTOP)", lambda h: h.signal("robot_state_node", signal.SIGSTOP),
