@@ -12,6 +12,7 @@ from dp_ros.viz.episode_view import EpisodeView
 FIGSIZE_IN = (12.0, 8.0)
 DPI = 100                    # 1200 x 800 px: fixed, so a README image or a test knows its size
 STRIP_FRAMES = 8
+DENSE_GRID = 60               # steps above which the grid is drawn as ticks, the steps as small dots
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
 
 
@@ -28,7 +29,7 @@ def episode_figure(view: EpisodeView, out) -> dict:
     fig = plt.figure(figsize=FIGSIZE_IN, dpi=DPI)
     grid = fig.add_gridspec(3, STRIP_FRAMES, height_ratios=[0.62, 1.0, 1.0], hspace=0.3, wspace=0.04,
                             left=0.07, right=0.83, top=0.93, bottom=0.07)
-    title = f"{view.name} ({view.kind})"
+    title = f"{view.kind} {view.name}"
     if view.grid is not None:
         title += f": {len(view.grid)} steps of {view.dt:g} s"
     elif view.note:
@@ -60,22 +61,26 @@ def episode_figure(view: EpisodeView, out) -> dict:
 
 
 def _plot_series(ax, series: dict):
-    """Recorded streams as lines, per-step values as dots on the same colour per axis."""
+    """Recorded streams as lines over the per-step values as dots, one colour per axis."""
     for name, s in series.items():
-        stepped = "(step)" in name or len(s.t) < 300
+        ms = 3.0 if len(s.t) <= DENSE_GRID else 1.5
         for d, label in enumerate(s.labels[:len(COLORS)]):
             if label.startswith("q") and len(s.labels) == 7:
                 continue   # quaternion components: another scale, not what this plot is for
             kw = dict(color=COLORS[d], label=f"{name} {label}")
             if "(recorded)" in name:
-                ax.plot(s.t, s.values[:, d], lw=1.0, alpha=0.7, **kw)
-            else:
-                ax.plot(s.t, s.values[:, d], ls="none" if "(step)" in name else "-",
-                        marker="o" if stepped else None, ms=3, **kw)
+                ax.plot(s.t, s.values[:, d], lw=1.0, zorder=3, **kw)
+            elif "(step)" in name:
+                ax.plot(s.t, s.values[:, d], ls="none", marker="o", ms=ms, alpha=0.6, zorder=2, **kw)
+            else:        # a store: the steps are all there is
+                ax.plot(s.t, s.values[:, d], marker="o", ms=ms, lw=1.0, **kw)
 
 
 def _mark_grid(ax, grid):
-    if grid is None:
+    """A light line at each conversion step; for a long episode a tick along the bottom instead
+    (hundreds of full-height lines would grey the plot out)."""
+    if grid is None or not len(grid):
         return
-    for k, t in enumerate(grid):
-        ax.axvline(t, color="0.8", lw=0.6, zorder=0, label="conversion step" if k == 0 else None)
+    y1 = 1.0 if len(grid) <= DENSE_GRID else 0.05
+    ax.vlines(grid, 0.0, y1, transform=ax.get_xaxis_transform(), color="0.6" if y1 < 1 else "0.8",
+              lw=0.6, zorder=0, label="conversion step")

@@ -64,7 +64,10 @@ def load_bag(path, frequency: float | None = None) -> EpisodeView:
     t0 = min(int(td.stamp_ns.min()) for td in stamped) if stamped else ep.start_ns
     sec = lambda ns: (np.asarray(ns, dtype=np.int64) - t0) / 1e9  # noqa: E731
 
-    view = EpisodeView(ep.name, "bag", dt=config["dt"])
+    meta = ep.metadata
+    about = ", ".join(str(v) for v in (meta.get("task"), {True: "success", False: "no success"}.get(meta.get("success")))
+                      if v)
+    view = EpisodeView(f"{ep.name} ({about})" if about else ep.name, "bag", dt=config["dt"])
     for cam, topic in cams.items():
         order = np.argsort(ep[topic].stamp_ns, kind="stable")
         view.frames[cam] = (sec(ep[topic].stamp_ns[order]), ep[topic].data[order])
