@@ -243,7 +243,7 @@ class Ur5ServoNode(Node):
 
     def loop(self, executor):
         """Fixed-rate loop: sleep to each deadline, step, command. Callbacks run in their own
-        thread (started first, so it stays at normal priority)."""
+        thread, started first: it keeps the process's SCHED_RR, below the loop's SCHED_FIFO."""
         threading.Thread(target=self._spin_callbacks, args=(executor,), name="servo-callbacks", daemon=True).start()
         sys.setswitchinterval(0.0005)    # the loop thread gets the interpreter back within 0.5 ms
         # SCHED_FIFO when the OS permits (root, CAP_SYS_NICE or an rtprio limit): the loop then
@@ -272,7 +272,11 @@ class Ur5ServoNode(Node):
 
 
 def main(args=None):
-    return run(Ur5ServoNode, args)
+    # SCHED_RR for the process (the middleware's threads and the callback thread): the measured
+    # pose must not wait behind busy processes (the servo latches when it goes stale), and a
+    # callback thread preempted while holding the interpreter lock would stall the loop. The loop
+    # thread raises itself to SCHED_FIFO.
+    return run(Ur5ServoNode, args, realtime=True)
 
 
 if __name__ == "__main__":
