@@ -36,8 +36,9 @@ def raise_priority(nice: int) -> str:
 
 
 def realtime(policy: str, priority: int) -> str:
-    """policy "SCHED_RR" or "SCHED_FIFO" at `priority` for the calling thread (and the threads it
-    starts later); children forked from it start in the normal class again. For light, periodic
+    """policy "SCHED_RR" or "SCHED_FIFO" at `priority` for the calling thread only: threads and
+    processes it starts later begin in the normal class (SCHED_RESET_ON_FORK applies to both), so
+    a thread that must stay real-time calls this itself. For light, periodic
     work only (it sleeps between short callbacks): the kernel's real-time throttling (95 % of
     each CPU by default) is the only bound on a runaway one. Returns what was granted."""
     if int(priority) <= 0:

@@ -31,7 +31,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
 from dp_ros.core.envelope import SafetyEnvelope
-from dp_ros.core.priority import realtime
+from dp_ros.core.priority import NODE_RT_PRIORITY, realtime
 from dp_ros.core.servo_controller import Action, ServoController
 from dp_ros.nodes import backends
 from dp_ros.nodes.common import STATE_QOS, Diagnostics, declare, run
@@ -235,6 +235,10 @@ class Ur5ServoNode(Node):
         self.diag.publish("error" if latched else "ok", status, values)
 
     def _spin_callbacks(self, executor):
+        # SCHED_RR for this thread itself: a new thread starts in the normal class (reset on
+        # fork), and preempted by busy processes while holding the interpreter lock it stalled the
+        # FIFO loop for up to 0.4 s (bench servo beside two busy loops)
+        realtime("SCHED_RR", NODE_RT_PRIORITY)
         try:
             while rclpy.ok():
                 executor.spin_once(timeout_sec=0.2)
@@ -243,9 +247,9 @@ class Ur5ServoNode(Node):
 
     def loop(self, executor):
         """Fixed-rate loop: sleep to each deadline, step, command. Callbacks run in their own
-        thread, started first: it keeps the process's SCHED_RR, below the loop's SCHED_FIFO."""
+        thread under SCHED_RR, below the loop's SCHED_FIFO."""
         threading.Thread(target=self._spin_callbacks, args=(executor,), name="servo-callbacks", daemon=True).start()
-        sys.setswitchinterval(0.0005)    # the loop thread gets the interpreter back within 0.5 ms
+        sys.setswitchinterval(0.0001)    # the loop thread gets the interpreter back within 0.1 ms
         # SCHED_FIFO when the OS permits (root, CAP_SYS_NICE or an rtprio limit): the loop then
         # preempts everything else on its core, inference included. Otherwise it says so.
         self.scheduling = realtime("SCHED_FIFO", int(self.p["realtime_priority"]))
@@ -272,10 +276,8 @@ class Ur5ServoNode(Node):
 
 
 def main(args=None):
-    # SCHED_RR for the process (the middleware's threads and the callback thread): the measured
-    # pose must not wait behind busy processes (the servo latches when it goes stale), and a
-    # callback thread preempted while holding the interpreter lock would stall the loop. The loop
-    # thread raises itself to SCHED_FIFO.
+    # SCHED_RR from the start like the streaming nodes (start-up, then the loop thread raises
+    # itself to SCHED_FIFO and the callback thread sets its own SCHED_RR)
     return run(Ur5ServoNode, args, realtime=True)
 
 
