@@ -15,6 +15,14 @@ GRAPH_NICE = -5
 NODE_RT_PRIORITY = 10
 
 
+def normal_scheduling() -> None:
+    """Back to the normal class (a process started by a real-time node inherits its class)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError:
+        pass
+
+
 def raise_priority(nice: int) -> str:
     """Set this process's nice and its autogroup's to `nice` (< 0 needs CAP_SYS_NICE).
     Returns what was granted, for the node's log."""
@@ -35,16 +43,19 @@ def raise_priority(nice: int) -> str:
     return ", ".join(granted) or "not permitted (needs CAP_SYS_NICE)"
 
 
-def realtime(policy: str, priority: int) -> str:
-    """policy "SCHED_RR" or "SCHED_FIFO" at `priority` for the calling thread only: threads and
-    processes it starts later begin in the normal class (SCHED_RESET_ON_FORK applies to both), so
-    a thread that must stay real-time calls this itself. For light, periodic
+def realtime(policy: str, priority: int, inherit: bool = False) -> str:
+    """policy "SCHED_RR" or "SCHED_FIFO" at `priority` for the calling thread. inherit=False:
+    threads and processes it starts later begin in the normal class (SCHED_RESET_ON_FORK applies
+    to both), so a thread that must stay real-time calls this itself. inherit=True: they keep it,
+    for a node set up before its middleware starts: the DDS receive threads then deliver on time
+    beside busy processes (in the normal class they delayed robot state by more than 0.25 s). For light, periodic
     work only (it sleeps between short callbacks): the kernel's real-time throttling (95 % of
     each CPU by default) is the only bound on a runaway one. Returns what was granted."""
     if int(priority) <= 0:
         return f"normal scheduling (priority {priority})"
     try:
-        os.sched_setscheduler(0, getattr(os, policy) | os.SCHED_RESET_ON_FORK, os.sched_param(int(priority)))
+        flags = 0 if inherit else os.SCHED_RESET_ON_FORK
+        os.sched_setscheduler(0, getattr(os, policy) | flags, os.sched_param(int(priority)))
         return f"{policy} {priority}"
     except (OSError, AttributeError) as exc:
         return f"normal scheduling ({policy} not permitted: {exc})"

@@ -125,12 +125,14 @@ def run(node_factory, args=None, executor="single", realtime=False):
     """rclpy boilerplate shared by every node's main(): SIGTERM behaves like Ctrl-C, the node's
     close() runs on the way out (backends stop, the servo holds), and a failure exits non-zero.
 
-    realtime: SCHED_RR at NODE_RT_PRIORITY, for the light periodic nodes that stream sensor data
-    and must not stall when the machine is busy (measured: at nice -5 beside two busy loops a
-    100 Hz stream still had 0.7 s holes); the others run at nice GRAPH_NICE."""
+    realtime: SCHED_RR at NODE_RT_PRIORITY for the whole process (set before rclpy starts its
+    threads, which keep it), for the light nodes that stream sensor data or pass requests and
+    chunks along and must not stall when the machine is busy (measured: at nice -5 beside two busy
+    loops a 100 Hz stream still had 0.7 s holes; the policy node behind the streaming nodes added
+    10-30 ms per chunk); the others run at nice GRAPH_NICE."""
     priority.raise_priority(priority.GRAPH_NICE)
     if realtime:
-        priority.realtime("SCHED_RR", priority.NODE_RT_PRIORITY)
+        priority.realtime("SCHED_RR", priority.NODE_RT_PRIORITY, inherit=True)
     rclpy.init(args=args if args is not None else sys.argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     node = None

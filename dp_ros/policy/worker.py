@@ -22,7 +22,7 @@ import multiprocessing as mp
 import os
 import time
 
-from dp_ros.core.priority import raise_priority, realtime, realtime
+from dp_ros.core.priority import normal_scheduling, raise_priority, realtime, realtime
 
 
 class InferenceError(RuntimeError):
@@ -37,6 +37,7 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_prior
         from dp_ros.policy.checkpoint import load_checkpoint
         from dp_ros.policy.planner import ChunkPlanner
 
+        normal_scheduling()   # started by the real-time policy node: not its class by default
         priority = raise_priority(nice)
         if rt_priority > 0 and (os.cpu_count() or 1) > threads:
             priority += ", " + realtime("SCHED_RR", rt_priority)
