@@ -15,11 +15,12 @@ from dp_ros import topics
 from dp_ros.data import convert
 from dp_ros.data.bag_reader import read_episode
 from dp_ros.data.replay_buffer import ReplayBuffer
-from dp_ros.graph import default_config, teleop_graph
+from dp_ros.graph import default_config, load_params, teleop_graph
 from dp_ros.nodes.msgs import msg_to_pose
 from dp_ros.runtime.episodes import record_episode
 from dp_ros.runtime.monitor import GraphMonitor, wait_until
 from dp_ros.runtime.processes import NodeProcesses
+from servo_commands import ServoCommandLog, check_envelope
 
 N_EPISODES = 3
 
@@ -32,6 +33,7 @@ def recording(tmp_path_factory):
                          episode_timeout_s=15.0)
     procs = NodeProcesses(specs, default_config(), tmp / "logs").start()
     monitor = GraphMonitor()
+    servo_commands = ServoCommandLog(monitor.node)
     published_targets = []
     monitor.node.create_subscription(PoseStamped, topics.SERVO_TARGET,
                                      lambda m: published_targets.append(msg_to_pose(m)), 100)
@@ -43,7 +45,8 @@ def recording(tmp_path_factory):
         time.sleep(1.0)
         procs.procs["teleop_node"].send_signal(signal.SIGKILL)
         procs.procs["teleop_node"].wait(timeout=10)
-        yield {"out": out, "episodes": episodes, "targets": np.array(published_targets), "tmp": tmp}
+        yield {"out": out, "episodes": episodes, "targets": np.array(published_targets), "tmp": tmp,
+               "servo_commands": servo_commands}
     finally:
         monitor.close()
         procs.stop()
@@ -54,6 +57,12 @@ def test_scripted_expert_episodes_are_recorded_as_complete_bags(recording):
     assert all(e["success"] for e in eps), eps
     names = sorted(p.name for p in recording["out"].iterdir())
     assert names[:N_EPISODES] == [f"episode_{i:04d}" for i in range(N_EPISODES)]
+
+
+def test_servo_commands_stay_inside_the_whole_envelope(recording):
+    cmds = list(recording["servo_commands"])
+    assert len(cmds) > 200
+    check_envelope(cmds, load_params(default_config())["ur5_servo_node"])   # box, speed, acc, rotation per tick
 
 
 def test_bags_read_the_same_with_rosbags_and_mcap(recording):
