@@ -1,21 +1,47 @@
 """The shipped model drives the simulated arm through the full deploy graph (what `make deploy`
-runs), and the evaluation summary carries the figures the model card quotes."""
+runs), every servo command stays inside the whole envelope, and the evaluation summary carries
+the figures the model card quotes."""
 
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+
+from dp_ros.graph import default_config, load_params
+from dp_ros.runtime import domain
+from servo_commands import ServoCommandLog, check_envelope
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_reach_model_solves_held_out_episodes(tmp_path):
+    # the runner claims ROS_DOMAIN_ID itself: pick a free one for it, and listen on it here
+    claim = domain.claim({})
+    domain_id = claim.domain_id
+    claim.release()
+    context = rclpy.Context()
+    rclpy.init(args=[], context=context, domain_id=domain_id)
+    node = rclpy.create_node("shipped_model_test", context=context)
+    commands = ServoCommandLog(node)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
     out = tmp_path / "summary.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "dp_ros.cli", "eval", "--checkpoint",
-         str(ROOT / "models" / "reach_image_policy"), "--episodes", "2",
-         "--out", str(out), "--log-dir", str(tmp_path / "logs")],
-        capture_output=True, text=True, timeout=420)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "dp_ros.cli", "eval", "--checkpoint",
+             str(ROOT / "models" / "reach_image_policy"), "--episodes", "2",
+             "--out", str(out), "--log-dir", str(tmp_path / "logs")],
+            capture_output=True, text=True, timeout=420, env=dict(os.environ, ROS_DOMAIN_ID=str(domain_id)))
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = json.loads(out.read_text())
     assert summary["task"] == "reach" and len(summary["episodes"]) == 2
@@ -27,3 +53,6 @@ def test_shipped_reach_model_solves_held_out_episodes(tmp_path):
         assert e["chunks"] >= 1 and e["inference_latency_ms"]["median"] > 0
         assert e["tcp_path_m"] > 0.02 and len(e["final_state"]["tcp_xy_m"]) == 2
     assert summary["mean_max_coverage"] >= summary["mean_final_coverage"]
+    cmds = list(commands)
+    assert len(cmds) > 200, "the test did not see the graph's servo commands"
+    check_envelope(cmds, load_params(default_config())["ur5_servo_node"])
