@@ -158,6 +158,10 @@ class FaultHarness:
         self.call("scheduler", True)
         return self.wait_for(self.following, max(1.0, deadline - time.monotonic()))
 
+    def estop_by_topic(self):
+        from std_msgs.msg import Empty
+        self.pub["estop"].publish(Empty())
+
     def signal(self, node: str, sig):
         os.kill(self.procs.procs[node].pid, sig)
 
@@ -283,8 +287,8 @@ def _hostile_waypoints(now_ns):
         return "waypoints", _waypoints(ok_times, [[np.nan, 0, 0.1, *DOWN]] * 3, now_ns)
     if kind == 1:
         return "waypoints", _waypoints(ok_times, far, now_ns)
-    if kind == 2:    # past-dated: times before the stamp (negative time_from_start is not representable
-        return "waypoints", _waypoints(ok_times, far, now_ns + 10**9)   # here: stamp later than the times)
+    if kind == 2:    # past-dated: negative time_from_start (the stamp is later than the waypoints)
+        return "waypoints", _waypoints(ok_times, far, now_ns + 10**9)
     if kind == 3:    # unsorted
         return "waypoints", _waypoints(ok_times[::-1], far, now_ns)
     if kind == 4:    # wrong frame
@@ -327,13 +331,12 @@ def _second_graph(h: FaultHarness):
     from dp_ros.graph import NodeSpec, default_config
     from dp_ros.runtime.processes import NodeProcesses
     env = dict(os.environ)
-    env.pop("ROS_DOMAIN_ID", None)
-    saved = os.environ.get("ROS_DOMAIN_ID")
+    env.pop("ROS_DOMAIN_ID", None)                 # as a second `dp-ros deploy` would start
     h.second = NodeProcesses([NodeSpec("ur5_servo_node", "ur5_servo_node", {"backend": "sim"})],
                              default_config(), h.procs.log_dir / "second_graph", env=env).start()
-    os.environ["ROS_DOMAIN_ID"] = saved            # this process stays on the first graph's domain
+    os.environ["ROS_DOMAIN_ID"] = str(h.procs.domain.domain_id)   # this process stays on the first
     h.row_extra["second_graph_domain"] = h.second.domain.domain_id
-    h.row_extra["this_graph_domain"] = int(saved)
+    h.row_extra["this_graph_domain"] = h.procs.domain.domain_id
 
 
 def _stop_second_graph(h: FaultHarness):
@@ -364,8 +367,7 @@ FAULTS = [
           expect_hold=None, observe_s=0.5),
     Fault("disable, then enable mid-episode", lambda h: h.call("servo", False), recover="enable",
           observe_s=1.0, short=True),
-    Fault("emergency stop (topic), then reset", lambda h: h.pub["estop"].publish(
-        __import__("std_msgs.msg", fromlist=["Empty"]).Empty()),
+    Fault("emergency stop (topic), then reset", lambda h: h.estop_by_topic(),
           recover="reset", expect_latch=True, observe_s=1.0, short=True),
     Fault("emergency stop (service), enable refused until reset", lambda h: (
         h.call("estop"), h.row_extra.update(enable_refused=not h.call("servo", True).success)),
