@@ -29,6 +29,7 @@ import numpy as np
 
 from dp_ros import topics
 from dp_ros.core.command_check import outside_box, tick_limits
+from dp_ros.runtime.monitor import call_service
 
 LIMIT_TOLERANCE = 1.01      # the per-tick limits are exact up to float rounding and tick jitter
 
@@ -116,16 +117,9 @@ class FaultHarness:
                                                       s.message, {kv.key: kv.value for kv in s.values})
 
     def call(self, name, value=None, timeout_s=5.0):
-        client = self.clients[name]
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            raise TimeoutError(f"service {client.srv_name} not available")
+        """A SetBool service with value, a Trigger service without."""
         req = self._SetBool.Request(data=value) if value is not None else self._Trigger.Request()
-        done = threading.Event()
-        future = client.call_async(req)
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout_s):
-            raise TimeoutError(f"service {client.srv_name} did not answer")
-        return future.result()
+        return call_service(self.clients[name], req, timeout_s)
 
     def state(self):
         return self.log.states[-1] if self.log.states else (0, "", True, False, None)

@@ -14,6 +14,19 @@ class NodeDied(RuntimeError):
     pass
 
 
+def call_service(client, request, timeout_s: float = 5.0):
+    """Call a service from a node that another thread spins: wait for the service, then for its
+    answer; TimeoutError saying which one did not come."""
+    if not client.wait_for_service(timeout_sec=timeout_s):
+        raise TimeoutError(f"service {client.srv_name} not available")
+    done = threading.Event()
+    future = client.call_async(request)
+    future.add_done_callback(lambda _: done.set())
+    if not done.wait(timeout_s):
+        raise TimeoutError(f"service {client.srv_name} did not answer in {timeout_s} s")
+    return future.result()
+
+
 class GraphMonitor:
     """An rclpy node in the runner's process: drives episodes through the graph's services and
     collects what the summary reports."""
@@ -96,16 +109,9 @@ class GraphMonitor:
             self.trace.add_chunk(time.time_ns(), times, poses)
 
     def call(self, name, value=None, timeout_s=5.0):
-        client = self.clients[name]
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            raise TimeoutError(f"service {client.srv_name} not available")
+        """A SetBool service with value, a Trigger service without."""
         req = self._SetBool.Request(data=value) if value is not None else self._Trigger.Request()
-        done = threading.Event()
-        future = client.call_async(req)
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout_s):
-            raise TimeoutError(f"service {client.srv_name} did not answer in {timeout_s} s")
-        return future.result()
+        return call_service(self.clients[name], req, timeout_s)
 
     def close(self):
         self.executor.shutdown(timeout_sec=1.0)
