@@ -15,7 +15,7 @@ import pytest
 from dp_ros.graph import default_config, load_params
 from dp_ros.sim.reach import _PUSHER
 from dp_ros.sim.world import SimWorld, TaskPlaneMapping
-from dp_ros.viz.progress import progress_bar
+from dp_ros.viz.progress import progress_bar, wait_with_bar
 from dp_ros.viz.rollout import PixelFrame, RolloutTrace, RolloutVideos
 from dp_ros.viz.video import read_mp4
 
@@ -49,6 +49,38 @@ def test_progress_bar_shows_count_and_rate_on_a_terminal_only(monkeypatch):
     monkeypatch.setattr(sys, "stderr", piped)
     list(progress_bar(range(3)))                            # not a terminal
     assert quiet.getvalue() == "" and piped.getvalue() == ""
+
+
+def test_measurement_window_bar_counts_seconds_on_a_terminal_only(monkeypatch):
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    wait_with_bar(0.2, desc="measuring", step_s=0.05)
+    assert "measuring" in term.getvalue() and "0.2/0.2 s" in term.getvalue()
+    piped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", piped)
+    wait_with_bar(0.05)
+    assert piped.getvalue() == ""
+
+
+@pytest.mark.parametrize("module,required", [("dp_ros.cli.faults", []), ("dp_ros.cli.bench_servo", []),
+                                             ("dp_ros.cli.bench_pipeline", []), ("dp_ros.cli.record", []),
+                                             ("dp_ros.cli.deploy", []), ("dp_ros.cli.eval", ["--checkpoint", "x"])])
+def test_long_commands_take_no_progress(module, required):
+    import importlib
+    assert importlib.import_module(module).parser().parse_args(required + ["--no-progress"]).no_progress
+
+
+def test_bench_without_a_name_lists_the_benches(capsys):
+    from dp_ros.cli import bench
+    assert bench.main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    assert bench.main([]) == 2
+    assert capsys.readouterr().out == listing
+    for name, (_, help_text) in bench.BENCHES.items():
+        assert name in listing and help_text.split()[0] in listing
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["no-such-bench"])
+    assert exc.value.code == 2
 
 
 # --- rollout videos ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ COMMANDS = {
     "convert": ("dp_ros.data.convert", "convert recorded bags into a zarr replay buffer"),
     "train": ("dp_ros.train.cli", "train a policy (same as dp-train)"),
     "eval": ("dp_ros.cli.eval", "closed-loop evaluation in simulation through the deploy graph"),
-    "bench": ("dp_ros.cli.bench", "benchmarks: `dp-ros bench inference --preset paper-real|sim`, `dp-ros bench servo`, `dp-ros bench pipeline`"),
+    "bench": ("dp_ros.cli.bench", "benchmarks that print JSON: `dp-ros bench` lists them (inference, servo, pipeline, ...)"),
     "faults": ("dp_ros.cli.faults", "inject faults into the sim deploy graph and print what the servo did: `dp-ros faults [--short]`"),
     "sanity": ("dp_ros.sanity.cli", "the method's sanity checks: `dp-ros sanity lqr|multimodal`"),
     "show": ("dp_ros.cli.show", "one recorded or converted episode as a PNG (and a rerun .rrd): `dp-ros show EPISODE_OR_STORE`"),

@@ -33,13 +33,14 @@ def _summary(values, scale=1.0):
     return out and dict(out, n=int(v.size))
 
 
-def predict_action_ms(checkpoint, repeats: int) -> dict:
+def predict_action_ms(checkpoint, repeats: int, progress: bool = True) -> dict:
     from dp_ros.runtime.inference import deployed_inference, dummy_observation
     worker, cfg = deployed_inference(checkpoint)
     info = worker.start()
     try:
         obs = dummy_observation(cfg)
-        times = [worker.plan(obs)[2] for _ in range(repeats)]
+        times = [worker.plan(obs)[2] for _ in progress_bar(range(repeats), enabled=progress,
+                                                            desc="predict_action", unit="call")]
     finally:
         worker.close()
     out = _summary(times, 1e3)
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     To, Ta = int(pcfg["obs_horizon"]), int(pcfg["action_horizon"])
     exec_latency_ns = int(load_params(default_config())["action_scheduler_node"]["exec_latency_s"] * 1e9)
 
-    network = predict_action_ms(checkpoint, args.repeats)
+    network = predict_action_ms(checkpoint, args.repeats, progress=not args.no_progress)
     print(f"[bench pipeline] predict_action alone: median {network['median']} ms; running the graph",
           file=sys.stderr, flush=True)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dp_ros.viz.progress import add_progress_flag, wait_with_bar
+
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dp-ros bench servo", description=__doc__.split("\n")[0])
@@ -24,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--load", action="store_true", help="policy inference back to back in another process")
     ap.add_argument("--realtime-priority", type=int, default=None,
                     help="override the servo's SCHED_FIFO priority (0 = normal scheduling, for comparison)")
+    add_progress_flag(ap)
     return ap
 
 
@@ -74,10 +77,10 @@ def main(argv=None) -> int:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
-        time.sleep(3.0)                       # start-up (process re-exec, discovery)
+        wait_with_bar(3.0, enabled=not args.no_progress, desc="start-up")   # process re-exec, discovery
         stamps.clear()
         missed0 = int(diag.get("missed_ticks", 0))
-        time.sleep(args.seconds)
+        wait_with_bar(args.seconds, enabled=not args.no_progress, desc="measuring")
         if procs.dead():
             raise SystemExit(f"servo node died:\n{procs.log_tail('ur5_servo_node')}")
         t = np.asarray(stamps, dtype=np.int64)

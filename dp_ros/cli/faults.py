@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
+
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dp-ros faults", description=__doc__.split("\n\n")[0])
@@ -22,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", default=None, help="default: the shipped model")
     ap.add_argument("--log-dir", default=None, help="node logs (default runs/faults-<time>)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    add_progress_flag(ap)
     return ap
 
 
@@ -54,12 +57,16 @@ def main(argv=None) -> int:
         harness = FaultHarness(procs, servo)
         if not harness.wait_for(lambda: "policy_node" in harness.log.diagnostics, 180):
             raise RuntimeError("the policy did not come up within 180 s")
-        for fault in faults:
-            print(f"[dp-ros faults] {fault.name}", file=sys.stderr, flush=True)
-            try:
-                rows.append(harness.run_row(fault))
-            except (RuntimeError, TimeoutError) as exc:
-                rows.append({"fault": fault.name, "safe": False, "error": str(exc)})
+        bar = progress_bar(total=len(faults), enabled=not args.no_progress, desc="faults", unit="fault")
+        with bar:
+            for fault in faults:
+                echo(f"[dp-ros faults] {fault.name}", file=sys.stderr)
+                try:
+                    rows.append(harness.run_row(fault))
+                except (RuntimeError, TimeoutError) as exc:
+                    rows.append({"fault": fault.name, "safe": False, "error": str(exc)})
+                bar.update()
+                bar.set_postfix(safe=f"{sum(r['safe'] for r in rows)}/{len(rows)}")
     except KeyboardInterrupt:
         pass
     finally:

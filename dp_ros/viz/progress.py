@@ -23,6 +23,23 @@ def progress_bar(iterable=None, *, enabled: bool = True, **kwargs) -> tqdm:
     return tqdm(iterable, disable=not on, file=sys.stderr, **kwargs)
 
 
+def wait_with_bar(seconds: float, *, enabled: bool = True, desc: str = "measuring", step_s: float = 0.5) -> None:
+    """time.sleep(seconds), with a bar in seconds for a fixed measurement window (no bar: one sleep)."""
+    import time
+    bar = progress_bar(total=round(seconds, 1), enabled=enabled, desc=desc, unit="s",
+                       bar_format="{desc}: {bar} {n:.1f}/{total:.1f} s")
+    if bar.disable:
+        bar.close()
+        time.sleep(seconds)
+        return
+    end = time.monotonic() + seconds
+    with bar:
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(step_s, left))
+            bar.n = round(min(seconds, seconds - max(0.0, end - time.monotonic())), 1)
+            bar.refresh()
+
+
 def echo(message: str, file=None) -> None:
     """print() that does not tear a progress bar: the bar is cleared, the line written, the
     bar redrawn. Same file and flush as before (stdout by default)."""
