@@ -42,8 +42,6 @@ setup(
         *data_dir("models"),
     ],
     install_requires=["setuptools"],
-    # `dp-ros show --rerun`: large (the viewer and pyarrow, ~670 MB installed), so not in requirements.txt
-    extras_require={"rerun": ["rerun-sdk==0.41.0"]},
     zip_safe=True,
     maintainer="dp_ros developers",
     maintainer_email="dev@dp-ros.invalid",

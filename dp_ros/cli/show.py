@@ -6,7 +6,7 @@
 The PNG: a strip of camera frames, the TCP position and the action over time, the conversion's
 control-step grid marked (for a bag: the grid `dp-ros convert` would use, with the per-step values
 it would store). --rerun writes the same episode for the rerun viewer (`rerun FILE.rrd`); it
-needs rerun-sdk, which is optional. A bag also opens directly in Foxglove (MCAP).
+needs rerun-sdk (in requirements.txt). A bag also opens directly in Foxglove (MCAP).
 Prints JSON with what was written.
 """
 

@@ -1,8 +1,8 @@
 """`dp-ros show --rerun FILE.rrd`: the episode as a rerun recording (images, TCP pose, targets,
 commands, the per-step series) on one timeline, "time" in seconds from the episode's start.
 
-rerun-sdk (with its viewer and pyarrow, ~670 MB installed) is optional: without it this raises
-MissingRerun with the install command, and nothing else in dp_ros needs it."""
+rerun-sdk is in requirements.txt; nothing else in dp_ros needs it, so an environment without it
+(installed by other means) still runs everything else: this raises MissingRerun with the fix."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 
 from dp_ros.viz.episode_view import EpisodeView
 
-RERUN_PIN = "rerun-sdk==0.41.0"
 TIMELINE = "time"
 
 
@@ -22,8 +21,8 @@ def _rerun():
     try:
         import rerun
     except ImportError:
-        raise MissingRerun(f"--rerun needs rerun-sdk, which is not installed (~670 MB with its viewer, so "
-                           f"optional): pip install {RERUN_PIN}") from None
+        raise MissingRerun("--rerun needs rerun-sdk, which is not installed: pip install -r requirements.txt "
+                           "(or `make setup`), which pins rerun-sdk") from None
     return rerun
 
 
