@@ -41,6 +41,7 @@ from dp_ros.train.data import (SeededBatchSampler, fit_normalizer, inspect_data,
 from dp_ros.train.distributed import info, init_distributed
 from dp_ros.train.evaluation import evaluate_policy, write_eval_images
 from dp_ros.train.loss import LossModule
+from dp_ros.train.precision import resolve_precision
 from dp_ros.train.seeding import (draw_randomness, rng_state, sample_seed, seed_everything,
                                   set_rng_state)
 from dp_ros.viz.progress import progress_bar
@@ -94,7 +95,12 @@ class Trainer:
         self.lr_scheduler = get_scheduler(t.lr_scheduler, self.optimizer,
                                           num_warmup_steps=t.warmup_steps,
                                           num_training_steps=t.max_steps)
-        self.amp_dtype = self._amp_dtype()
+        self.precision = self._resolve_precision()
+        self.amp_dtype = self.precision.dtype
+        if self.precision.channels_last:
+            # NHWC conv weights make the encoder's convolutions (and their outputs) NHWC;
+            # params keep their identity, so the optimiser built above is unaffected.
+            self.policy.obs_encoder.to(memory_format=torch.channels_last)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.loss_module = LossModule(self.policy)
@@ -137,18 +143,13 @@ class Trainer:
                 (str(default_run_dir(self.cfg)) if self.is_main else None))
         return Path(self.dist.broadcast_from_main(path))   # ranks would disagree on a timestamp
 
-    def _amp_dtype(self):
-        mode = self.cfg.training.mixed_precision
-        if self.device.type != "cuda":
-            if mode in ("bf16", "fp16"):
-                raise ConfigError(f"training.mixed_precision={mode} needs CUDA (device is "
-                                  f"{self.device}); use auto or no")
-            return None
-        if mode == "no":
-            return None
-        if mode == "auto":
-            mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return torch.bfloat16 if mode == "bf16" else torch.float16
+    def _resolve_precision(self):
+        try:
+            p = resolve_precision(self.cfg.training.mixed_precision, self.device.type)
+        except ValueError as e:
+            raise ConfigError(f"training.mixed_precision: {e}") from None
+        info(p.describe())
+        return p
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -218,6 +219,7 @@ class Trainer:
             "steps": self.step, "epoch": self.epoch, "max_steps": cfg.training.max_steps,
             "global_batch_size": cfg.training.batch_size * self.dist.world,
             "world_size": self.dist.world, "device": str(self.device),
+            "mixed_precision": self.precision.to_dict(),
             "wall_time_s": round(self.wall_time(), 3), **self.git,
             "command_line": self.command_line, "metrics": self.last_metrics,
             "best": {"metric": cfg.checkpoint.best_metric, "value": self.best_value,
