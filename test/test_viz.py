@@ -238,6 +238,28 @@ def test_training_figures_from_metrics(tmp_path):
     assert Path(training_figures(metrics, tmp_path / "figs")[-1]).name == "rollout_score.png"
 
 
+def test_rollout_scores_logged_only_to_tensorboard_get_their_figure(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from dp_ros.train.plots import read_run_scalars, training_figures
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "train/loss": 1.0 / s}) for s in (1, 2, 3)))
+    assert [Path(p).name for p in training_figures(run / "metrics.jsonl", run / "figs")] == ["training_loss.png"]
+    with SummaryWriter(str(run / "tb")) as w:          # the trainer's layout: RUN_DIR/tb
+        for s in (1, 2, 3):
+            w.add_scalar("train/loss", 1.0 / s, s)      # also in metrics.jsonl: counted once
+        for s, (cov, rate) in {2: (0.4, 0.0), 3: (0.7, 0.5)}.items():
+            w.add_scalar("rollout/mean_max_coverage", cov, s)
+            w.add_scalar("rollout/success_rate", rate, s)
+    rows = read_run_scalars(run / "metrics.jsonl")
+    assert sum("train/loss" in r for r in rows) == 3
+    assert [(r["step"], r["rollout/success_rate"]) for r in rows if "rollout/success_rate" in r] == [(2, 0.0), (3, 0.5)]
+    written = training_figures(run / "metrics.jsonl", run / "figs")
+    assert [Path(p).name for p in written] == ["training_loss.png", "rollout_score.png"]
+    assert png_size(written[-1]) == (450, 800)
+
+
 def test_training_ends_with_figures_beside_the_checkpoints(tmp_path):
     from test_train_common import make_store, tiny_config
 

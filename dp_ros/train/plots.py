@@ -1,5 +1,6 @@
 """Training pictures: eval images for TensorBoard, drawn with numpy + cv2 (cheap enough to make
-at every evaluation), and the end-of-training PNG figures from metrics.jsonl (matplotlib).
+at every evaluation), and the end-of-training PNG figures from metrics.jsonl and the TensorBoard
+events beside it (matplotlib).
 
 action_chunks_image / obs_strip_image return RGB uint8 arrays (H, W, 3), for
 SummaryWriter.add_image(dataformats="HWC")."""
@@ -128,6 +129,30 @@ def read_metrics(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_tensorboard_scalars(tb_dir) -> list[dict]:
+    """Every scalar event in a TensorBoard log directory as {"step", "tag", "value"}; empty when
+    there is none."""
+    tb_dir = Path(tb_dir)
+    if not tb_dir.is_dir() or not any(tb_dir.glob("events.out.tfevents.*")):
+        return []
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})     # 0: keep every event
+    acc.Reload()
+    return [{"step": int(e.step), "tag": tag, "value": float(e.value)}
+            for tag in acc.Tags().get("scalars", []) for e in acc.Scalars(tag)]
+
+
+def read_run_scalars(metrics_file, tb_dir=None) -> list[dict]:
+    """metrics.jsonl's rows plus the TensorBoard scalars it lacks (a (tag, step) in both counts
+    once): a score logged only to TensorBoard, e.g. the closed-loop rollout/ tags, is drawn too.
+    tb_dir defaults to the run directory's tb/ (the layout in dp_ros/train/checkpointing.py)."""
+    records = read_metrics(metrics_file)
+    tb_dir = Path(metrics_file).parent / "tb" if tb_dir is None else tb_dir
+    seen = {(k, r["step"]) for r in records for k in r}
+    return records + [{"step": e["step"], e["tag"]: e["value"]} for e in read_tensorboard_scalars(tb_dir)
+                      if (e["tag"], e["step"]) not in seen]
+
+
 def metric_curves(records: list[dict], select) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{metric: (steps, values)} of every finite numeric metric whose name `select` accepts."""
     curves: dict[str, list] = {}
@@ -138,15 +163,16 @@ def metric_curves(records: list[dict], select) -> dict[str, tuple[np.ndarray, np
     return {k: (np.array([s for s, _ in kv]), np.array([v for _, v in kv])) for k, kv in curves.items()}
 
 
-def training_figures(metrics_file, out_dir) -> list[str]:
+def training_figures(metrics_file, out_dir, tb_dir=None) -> list[str]:
     """PNGs of a run's curves in out_dir: training_loss.png (loss and learning rate),
-    validation.png (the evaluation metrics), rollout_score.png (closed-loop success / coverage,
-    when the run logged any under rollout/). A figure without data is not written."""
+    validation.png (the evaluation metrics), rollout_score.png (every rollout/* scalar: closed-loop
+    success rate, coverage, ..., when the run logged any, in metrics.jsonl or only in TensorBoard).
+    A figure without data is not written."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_metrics(metrics_file)
+    records = read_run_scalars(metrics_file, tb_dir)
     figures = {
         "training_loss.png": (metric_curves(records, lambda k: k in ("train/loss", "train/lr")), "log"),
         # evaluation on the validation episodes (on the training split when there are none)

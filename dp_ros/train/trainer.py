@@ -354,6 +354,8 @@ class Trainer:
         card can show them without a TensorBoard server. Never fails the run."""
         from dp_ros.train.plots import training_figures
         try:
+            if self._writer is not None:
+                self._writer.flush()        # the figures also read scalars logged only to TensorBoard
             return training_figures(self.run_dir / METRICS_FILE, self.run_dir / CHECKPOINT_DIR)
         except Exception as exc:  # noqa: BLE001 - a missing figure must not lose a trained model
             info(f"no training figures: {type(exc).__name__}: {exc}")
