@@ -85,9 +85,10 @@ def joint_msg(q, stamp_ns) -> JointState:
 def record_episode(root, name, *, start_ns=T0, duration_s=3.0, cam_hz=30.0, state_hz=125.0,
                    target_hz=50.0, hw=(48, 64), seed=0, skip_topics=(), drop=None,
                    metadata=None, close=True, success=True, target_jitter_ms=2.0,
-                   latency_ms=(2.0, 15.0)):
+                   latency_ms=(2.0, 15.0), target_fn=None):
     """Write one episode; returns (path or writer, truth). truth[topic] holds stamps/values in
-    stamp order (camera: frame indices), truth["log_order"][topic] the same in receive order."""
+    stamp order (camera: frame indices), truth["log_order"][topic] the same in receive order.
+    target_fn(k) -> (7,) replaces target_at for the teleop targets."""
     rng = np.random.default_rng(seed)
     drop = drop or {}          # {topic: sample indices left out (dropped frames, state gaps)}
     truth = {}
@@ -115,7 +116,7 @@ def record_episode(root, name, *, start_ns=T0, duration_s=3.0, cam_hz=30.0, stat
             msgs.append((lg, topic, serialize_message(m), s, v))
     if TARGET_TOPIC not in skip_topics:
         st = _times(rng, start_ns, duration_s, target_hz, target_jitter_ms)
-        vals = np.stack([target_at(k) for k in range(len(st))])
+        vals = np.stack([(target_fn or target_at)(k) for k in range(len(st))])
         truth[TARGET_TOPIC] = {"stamp": st, "value": vals}
         for s, lg, v in zip(st, st + lat(len(st)), vals):
             msgs.append((lg, TARGET_TOPIC, serialize_message(pose_to_msg(v, s)), s, v))

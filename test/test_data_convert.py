@@ -321,3 +321,44 @@ def test_messages_received_out_of_stamp_order_are_resampled_by_stamp(tmp_path, c
     assert len(a["action"]) > 20
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def cell_target(k, z=0.2, tilt=0.1):
+    """A real cell's teleop target: table at z, tool down tilted `tilt` rad about y; the
+    quaternion's sign alternates (q and -q, as a robot driver may report) and every 25th sample's
+    orientation is wild (a glitch the mean must ignore)."""
+    from dp_ros.core.transforms import quat_mul
+    tilt_q = np.array([0.0, np.sin(tilt / 2), 0.0, np.cos(tilt / 2)])
+    q = quat_mul(tilt_q, np.array([1.0, 0.0, 0.0, 0.0])) * (-1) ** k
+    if k % 25 == 0:
+        q = np.array([0.0, 0.0, np.sin(0.8), np.cos(0.8)])
+    return np.r_[0.5 + 0.001 * k, 0.02 * np.sin(0.3 * k), z + 0.002 * np.sin(k), q]
+
+
+def test_planar_fixed_pose_is_derived_from_the_recorded_targets(tmp_path, capsys):
+    from dp_ros.core.robot_features import DEFAULT_FIXED_POSE
+    from dp_ros.core.transforms import quat_angle
+    bags = tmp_path / "bags"
+    for i in range(2):
+        record_episode(bags, f"ep_{i:04d}", duration_s=1.5, seed=i, start_ns=T0 + i * 10**11, target_fn=cell_target)
+    out = tmp_path / "data.zarr"
+    rc, summary = run(capsys, bags, "--out", out, *XY)
+    assert rc == 0, summary
+    pose = summary["fixed_pose"]["pose"]
+    assert summary["fixed_pose"]["source"].startswith("derived from") and TARGET_TOPIC in summary["fixed_pose"]["source"]
+    assert pose[2] == pytest.approx(0.2, abs=0.002) and pose[2] != DEFAULT_FIXED_POSE[2]
+    assert quat_angle(pose[3:], cell_target(1)[3:]) < np.radians(0.1)      # the tilt, glitches ignored
+    buf = ReplayBuffer.open(out)
+    assert buf.config["fixed_pose"] == pose and buf.attrs["fixed_pose_source"] == summary["fixed_pose"]["source"]
+
+    # appending keeps the store's pose (it is part of what the data means), whatever the new targets
+    record_episode(bags, "ep_0002", duration_s=1.5, seed=2, start_ns=T0 + 3 * 10**11,
+                   target_fn=lambda k: cell_target(k, z=0.3))
+    rc, summary2 = run(capsys, bags, "--out", out, *XY)
+    assert rc == 0 and [c["name"] for c in summary2["converted"]] == ["ep_0002"]
+    assert summary2["fixed_pose"] == summary["fixed_pose"]
+
+    # given on the command line: used as given, and said so
+    given = [0.4, 0.0, 0.15, 1.0, 0.0, 0.0, 0.0]
+    rc, summary3 = run(capsys, bags, "--out", tmp_path / "given.zarr", *XY, "--fixed-pose", *given)
+    assert rc == 0 and summary3["fixed_pose"] == {"pose": given, "source": "given (--fixed-pose)"}

@@ -9,13 +9,15 @@ A checkpoint's `extra["robot"]` holds:
 
 import numpy as np
 
+from dp_ros.core.transforms import as_pose, normalize_quat, quat_angle
+
 SOURCES = {
     "tcp_xy": 2,      # planar tasks (Push-T): TCP position in the table plane
     "tcp_xyz": 3,
     "tcp_pose": 7,    # position + quaternion
     "joints": 6,
 }
-DEFAULT_FIXED_POSE = [0.55, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0]   # TCP pointing down at table height
+DEFAULT_FIXED_POSE = [0.55, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0]   # the simulator's: TCP pointing down at table height
 
 
 def feature(source: str, tcp_pose: np.ndarray, joints: np.ndarray | None = None) -> np.ndarray:
@@ -50,3 +52,54 @@ def robot_spec(extra: dict | None, lowdim_obs: dict, action_dim: int) -> dict:
         raise ValueError(f"no default action space for action_dim {action_dim}")
     fixed = np.asarray(spec.get("fixed_pose", DEFAULT_FIXED_POSE), dtype=np.float64)
     return {"obs_sources": sources, "action_space": kind, "fixed_pose": fixed.tolist()}
+
+
+def mean_quaternion(quats, outlier_factor: float = 3.0) -> np.ndarray:
+    """Robust mean orientation of scalar-last unit quaternions (N, 4), sign-free (q and -q count
+    the same): the principal eigenvector of sum q q^T (Markley et al. 2007), recomputed without
+    the samples more than `outlier_factor` x the median angle away from the first estimate, so a
+    few wild samples (a grasp, a glitch) do not tilt it. The sign is the one nearest
+    DEFAULT_FIXED_POSE's quaternion, so a tool-down result reads like the simulator's."""
+    q = normalize_quat(np.asarray(quats, dtype=np.float64).reshape(-1, 4))
+
+    def principal(qs):
+        return np.linalg.eigh(qs.T @ qs)[1][:, -1]
+
+    m = principal(q)
+    angles = np.asarray(quat_angle(np.broadcast_to(m, q.shape), q)).reshape(-1)
+    keep = angles <= outlier_factor * np.median(angles) + 1e-9
+    m = principal(q[keep])
+    return m if m @ np.asarray(DEFAULT_FIXED_POSE[3:]) >= 0 else -m
+
+
+def fixed_pose_from_targets(targets) -> list[float]:
+    """The pose for the coordinates a planar / position-only action space does not command, from
+    the recorded targets (N, 7) [x y z qx qy qz qw]: median x, y, z and the robust mean orientation
+    (the cell's real table height and tool orientation, not the simulator's)."""
+    t = np.asarray(targets, dtype=np.float64).reshape(-1, 7)
+    t = t[np.all(np.isfinite(t), axis=1) & (np.linalg.norm(t[:, 3:], axis=1) > 1e-9)]
+    if not len(t):
+        raise ValueError("no finite recorded target to derive a fixed pose from")
+    return [float(v) for v in np.median(t[:, :3], axis=0)] + [float(v) for v in mean_quaternion(t[:, 3:])]
+
+
+def check_fixed_pose(fixed_pose, measured_pose, max_height_m: float, max_angle_rad: float) -> str | None:
+    """Why a checkpoint's fixed pose must not be streamed from the measured TCP pose, or None.
+
+    A planar policy commands x, y only and takes z and the orientation from fixed_pose; when those
+    are far from where the tool is (a model trained on another cell, or on the simulator's default),
+    the first command would drive the tool there. x and y are not compared: the policy commands them."""
+    fixed, measured = as_pose(fixed_pose, "fixed_pose"), as_pose(measured_pose, "measured_pose")
+    reasons = []
+    dz = float(fixed[2] - measured[2])
+    if abs(dz) > max_height_m:
+        reasons.append(f"height {fixed[2]:.3f} m is {dz:+.3f} m from the measured {measured[2]:.3f} m "
+                       f"(limit {max_height_m:g} m)")
+    angle = float(quat_angle(fixed[3:], measured[3:]))
+    if angle > max_angle_rad:
+        reasons.append(f"orientation is {np.degrees(angle):.1f} deg from the measured one "
+                       f"(limit {np.degrees(max_angle_rad):.1f} deg)")
+    if not reasons:
+        return None
+    return ("the checkpoint's fixed pose " + " and ".join(reasons) +
+            "; convert with --fixed-pose (or from bags recorded on this cell) or move the tool there first")

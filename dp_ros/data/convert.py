@@ -15,6 +15,11 @@ Per episode, with dt = 1/frequency:
     max_state_gap apart (default 2*dt);
   * action at t_k = the latest commanded target (action topic) stamped at or before t_k + dt/2
     (the one nearest the step), mapped by the action space (dp_ros.core.action_space).
+The coordinates an xy / xyz action does not command come from fixed_pose: --fixed-pose (or the
+config file) when given, else, for a new store, the recorded targets of the bags being converted
+(median position, robust mean orientation: this cell's table height and tool orientation, not the
+simulator's); an existing store keeps its own. The store's `fixed_pose_source` attribute and the
+summary's `fixed_pose` say which.
 The matching rules and default tolerances are core/timing.py's, the ones the policy node applies
 when it builds observations, so training data is never aligned more loosely than deployment.
 Steps at the start/end of an episode without a usable frame or state are trimmed (reported);
@@ -43,7 +48,7 @@ import numpy as np
 from dp_ros import topics as T
 from dp_ros.core import timing
 from dp_ros.core.action_space import KINDS, ActionSpace
-from dp_ros.core.robot_features import DEFAULT_FIXED_POSE, SOURCES
+from dp_ros.core.robot_features import DEFAULT_FIXED_POSE, SOURCES, fixed_pose_from_targets
 from dp_ros.core.transforms import continuous_quats, pose_interp
 from dp_ros.data.bag_reader import BadBag, bag_info, find_bags, read_episode
 from dp_ros.data.replay_buffer import ConfigMismatch, ReplayBuffer, RESERVED_KEYS
@@ -93,6 +98,20 @@ def _obs_dict(obs) -> dict[str, str]:
             raise ValueError(f"--obs expects KEY=SOURCE, got {item!r}")
         out[key] = source
     return out
+
+
+def recorded_targets(bags, action_topic: str, progress: bool = True) -> np.ndarray:
+    """Every target pose (N, 7) on the action topic of the readable bags (the others are reported
+    when they are converted)."""
+    poses = []
+    for bag in progress_bar(bags, enabled=progress, desc="fixed pose", unit="bag"):
+        try:
+            td = read_episode(bag, topics=[action_topic], required=[action_topic]).topics[action_topic]
+        except (BadBag, ValueError, IndexError):
+            continue
+        if td.msgtype == "geometry_msgs/msg/PoseStamped":
+            poses.append(np.asarray(td.data, dtype=np.float64).reshape(-1, 7))
+    return np.concatenate(poses) if poses else np.zeros((0, 7))
 
 
 def make_config(settings: dict) -> dict:
@@ -376,7 +395,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     try:
         settings = {}
-        if (out / "zarr.json").exists():
+        store_exists = (out / "zarr.json").exists()
+        if store_exists:
             settings.update(ReplayBuffer.open(out).config)   # an existing store fills the gaps
         file_cfg = _load_yaml(args.config) if args.config else {}
         unknown = set(file_cfg) - set(DEFAULTS) - set(TOLERANCE_DEFAULTS)
@@ -394,7 +414,26 @@ def main(argv=None) -> int:
             if getattr(args, k, None) is not None:
                 tol[k] = getattr(args, k)
         config = make_config({k: v for k, v in settings.items() if k in DEFAULTS})
+        bags = find_bags(args.bags)
+        if args.fixed_pose is not None:
+            fixed_source = "given (--fixed-pose)"
+        elif "fixed_pose" in file_cfg:
+            fixed_source = f"given ({args.config})"
+        elif store_exists:
+            fixed_source = ReplayBuffer.open(out).attrs.get("fixed_pose_source", "the store's")
+        elif config["action_space"] == "xyz_rotvec":
+            fixed_source = "unused (xyz_rotvec commands the whole pose)"
+        else:
+            targets = recorded_targets(bags, config["action_topic"], progress=not args.no_progress)
+            if len(targets):
+                settings["fixed_pose"] = fixed_pose_from_targets(targets)
+                config = make_config({k: v for k, v in settings.items() if k in DEFAULTS})
+                fixed_source = f"derived from {len(targets)} recorded targets on {config['action_topic']}"
+            else:
+                fixed_source = "default (the simulator's: no recorded target could be read)"
         buf = ReplayBuffer.create_or_open(out, config)
+        if not store_exists:
+            buf.attrs["fixed_pose_source"] = fixed_source
     except (ValueError, OSError) as exc:
         kind = "config mismatch" if isinstance(exc, ConfigMismatch) else "error"
         print(f"dp-ros convert: {kind}: {exc}", file=sys.stderr)
@@ -403,7 +442,8 @@ def main(argv=None) -> int:
 
     known = {e.get("name"): e.get("bag_id") for e in buf.episodes}
     converted, skipped, present = [], [], []
-    for bag in progress_bar(find_bags(args.bags), enabled=not args.no_progress, desc="convert", unit="bag"):
+    echo(f"  fixed pose {config['fixed_pose']}: {fixed_source}", file=sys.stderr)
+    for bag in progress_bar(bags, enabled=not args.no_progress, desc="convert", unit="bag"):
         name = bag.name
         try:
             info = bag_info(bag)
@@ -433,6 +473,7 @@ def main(argv=None) -> int:
         "total_episodes": buf.n_episodes,
         "total_steps": buf.n_steps,
         "config": config,
+        "fixed_pose": {"pose": config["fixed_pose"], "source": fixed_source},
         "tolerances": tol,
     }
     print(json.dumps(summary, indent=2))

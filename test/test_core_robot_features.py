@@ -1,0 +1,50 @@
+"""The pose a planar policy does not command: derived from recorded targets (robust to quaternion
+sign and glitches) and checked against the measured tool pose before anything streams."""
+
+import numpy as np
+import pytest
+
+from dp_ros.core.robot_features import (DEFAULT_FIXED_POSE, check_fixed_pose, fixed_pose_from_targets,
+                                        mean_quaternion)
+from dp_ros.core.transforms import quat_angle, quat_mul, rotvec_to_quat
+
+DOWN = np.array([1.0, 0.0, 0.0, 0.0])
+
+
+def test_mean_quaternion_ignores_sign_and_outliers():
+    rng = np.random.default_rng(0)
+    true = quat_mul(rotvec_to_quat([0.0, 0.15, 0.05]), DOWN)
+    noise = rotvec_to_quat(rng.normal(0, 0.01, (200, 3)))
+    q = quat_mul(noise, np.broadcast_to(true, noise.shape)) * rng.choice([-1.0, 1.0], (200, 1))
+    q[::20] = rotvec_to_quat([0.0, 0.0, 1.5])            # 5 % glitches, 86 deg away
+    m = mean_quaternion(q)
+    assert quat_angle(m, true) < np.radians(0.3)
+    assert m @ np.asarray(DEFAULT_FIXED_POSE[3:]) > 0  # the simulator's sign convention
+    assert quat_angle(mean_quaternion(q[1::20]), true) < np.radians(2.0)   # a handful is enough
+
+
+def test_fixed_pose_from_targets_is_the_median_position_and_mean_orientation():
+    t = np.tile(np.r_[0.5, 0.1, 0.2, DOWN], (9, 1))
+    t[:, 0] += np.linspace(-0.1, 0.1, 9)
+    t[0, 2] = 0.9                                          # one wild height
+    t[1] = np.nan                                          # and a NaN sample, skipped
+    pose = fixed_pose_from_targets(t)
+    assert pose[:3] == pytest.approx([0.5125, 0.1, 0.2]) and pose[3:] == pytest.approx(list(DOWN))
+    with pytest.raises(ValueError):
+        fixed_pose_from_targets(np.full((3, 7), np.nan))
+
+
+def test_check_fixed_pose_names_height_and_orientation():
+    fixed = [0.55, 0.0, 0.05, *DOWN]
+    here = [0.30, 0.2, 0.06, *(-DOWN)]                     # other x, y and quaternion sign: fine
+    assert check_fixed_pose(fixed, here, max_height_m=0.02, max_angle_rad=np.radians(10)) is None
+    high = [0.55, 0.0, 0.25, *DOWN]
+    reason = check_fixed_pose(fixed, high, max_height_m=0.02, max_angle_rad=np.radians(10))
+    assert "height 0.050 m is -0.200 m" in reason and "orientation" not in reason
+    tilted = [0.55, 0.0, 0.05, *quat_mul(rotvec_to_quat([0.0, 0.3, 0.0]), DOWN)]
+    reason = check_fixed_pose(fixed, tilted, max_height_m=0.02, max_angle_rad=np.radians(10))
+    assert "orientation is 17.2 deg" in reason and "height" not in reason
+    both = [0.55, 0.0, 0.25, *tilted[3:]]
+    assert " and " in check_fixed_pose(fixed, both, 0.02, np.radians(10))
+    with pytest.raises(ValueError):
+        check_fixed_pose(fixed, [0.5, 0, 0.05, 0, 0, 0, 0], 0.02, 0.2)     # no measured orientation
