@@ -68,7 +68,8 @@ def read_checkpoint_config(checkpoint) -> dict:
 
 def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None) -> list[NodeSpec]:
     """Nodes of the deploy graph. In simulation the three hardware nodes use their sim backends
-    and the sim world node plays the robot and cameras."""
+    and the sim world node plays the robot and cameras. On hardware the scheduler never starts
+    streaming by itself: the operator enables it (/scheduler/enable; `dp-ros deploy` asks)."""
     config_file = Path(config_file or default_config())
     params = load_params(config_file)
     ckpt_cfg = read_checkpoint_config(checkpoint)
@@ -82,7 +83,8 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None) -> list[Nod
         NodeSpec("robot_state_node", "robot_state_node", dict(backend)),
         NodeSpec("policy_node", "policy_node", {"checkpoint": str(Path(checkpoint).resolve())}),
         NodeSpec("action_scheduler_node", "action_scheduler_node", {
-            "action_horizon": int(policy_cfg["action_horizon"]), "dt_s": dt_s}),
+            "action_horizon": int(policy_cfg["action_horizon"]), "dt_s": dt_s,
+            **({} if sim else {"autostart": False})}),      # a real arm moves only on the operator's go-ahead
         NodeSpec("ur5_servo_node", "ur5_servo_node", dict(backend)),
     ]
     if sim:

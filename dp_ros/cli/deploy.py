@@ -4,15 +4,20 @@ Starts the same nodes with the same parameters as launch/deploy.launch.py (both 
 dp_ros.graph), one process each. In simulation it runs N episodes - reset the world, enable the
 servo and the scheduler, wait for success or the episode timeout - and prints a summary (also
 written as JSON) and writes one MP4 per episode plus a contact sheet in <log dir>/videos. On
-hardware it runs until Ctrl-C. Nodes stop cleanly either way.
+hardware nothing moves until the operator says so: once the graph is ready it prints what is about
+to happen and waits for Enter (on a terminal; --enable skips the question; without a terminal the
+operator calls /scheduler/enable), then enables the servo and the scheduler and runs until Ctrl-C.
+Nodes stop cleanly either way.
 """
 
 import argparse
 import json
+import select
 import sys
 import time
 from pathlib import Path
 
+from dp_ros import topics
 from dp_ros.graph import default_checkpoint, default_config, deploy_graph, load_params, read_checkpoint_config
 from dp_ros.runtime.episodes import rollout_summary, run_episode
 from dp_ros.runtime.monitor import GraphMonitor, NodeDied, check_alive, wait_until
@@ -32,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--episode-timeout", type=float, default=None, help="sim episode limit in s (default: config)")
     ap.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for the policy")
     ap.add_argument("--no-video", action="store_true", help="sim: no per-episode MP4s / contact sheet")
+    ap.add_argument("--enable", action="store_true",
+                    help="hardware: start moving as soon as the graph is ready, without asking (someone at the e-stop)")
     add_progress_flag(ap)
     return ap
 
@@ -99,6 +106,14 @@ def run(args: argparse.Namespace) -> int:
         wait_until(lambda: "policy_node" in monitor.diagnostics, args.ready_timeout, procs, "the policy to be ready")
         print("[dp-ros deploy] policy ready", flush=True)
         if args.hardware:
+            print(hardware_plan(specs, config, checkpoint, ckpt), flush=True)
+            if wait_for_operator(args.enable, sys.stdin, lambda: check_alive(procs)):
+                for name in ("servo", "scheduler"):
+                    answer = monitor.call(name, True)
+                    print(f"[dp-ros deploy] {name}: {answer.message}", flush=True)
+                    if not answer.success:
+                        raise RuntimeError(f"the {name} refused to enable: {answer.message}")
+                print("[dp-ros deploy] ENABLED: the arm follows the policy; Ctrl-C stops", flush=True)
             while True:
                 check_alive(procs)
                 time.sleep(0.2)
@@ -115,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(success=f"{sum(e['success'] for e in summary['episodes'])}/{i + 1}")
     except KeyboardInterrupt:
         print("[dp-ros deploy] interrupted: stopping nodes", flush=True)
-    except (NodeDied, TimeoutError) as exc:
+    except (NodeDied, TimeoutError, RuntimeError) as exc:
         print(f"[dp-ros deploy] ERROR: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
@@ -143,6 +158,52 @@ def run(args: argparse.Namespace) -> int:
         print(f"[dp-ros deploy] videos in {videos.out_dir} (contact sheet {sheet['path']})")
     print(f"[dp-ros deploy] summary written to {out}")
     return code
+
+
+def hardware_plan(specs, config, checkpoint, ckpt) -> str:
+    """What enabling will do, in the operator's terms: which robot, which policy, inside which box,
+    how fast, and for a planar policy the height and orientation it will hold the tool at."""
+    from dp_ros.core.robot_features import robot_spec
+    spec = next(s for s in specs if s.name == "ur5_servo_node")
+    servo = {**load_params(config)["ur5_servo_node"], **spec.overrides}
+    pcfg = ckpt.get("policy_config", {})
+    lines = [f"[dp-ros deploy] READY on hardware; nothing moves yet. When enabled:",
+             f"  the policy {checkpoint} (task {ckpt.get('extra', {}).get('task', '?')}) streams targets to the "
+             f"UR5 at {servo['robot_host']}, {servo['rate_hz']:g} Hz servoL;",
+             f"  the TCP stays inside x {servo['workspace_min'][0]:g}..{servo['workspace_max'][0]:g}, "
+             f"y {servo['workspace_min'][1]:g}..{servo['workspace_max'][1]:g}, "
+             f"z {servo['workspace_min'][2]:g}..{servo['workspace_max'][2]:g} m (base frame), at most "
+             f"{servo['max_lin_speed']:g} m/s and {servo['max_ang_speed']:g} rad/s;"]
+    try:
+        robot = robot_spec(ckpt.get("extra"), pcfg.get("lowdim_obs", {}), int(pcfg["action_dim"]))
+        if robot["action_space"] != "xyz_rotvec":
+            fixed = robot["fixed_pose"]
+            held = "height z {:.3f} m and orientation".format(fixed[2]) if robot["action_space"] == "xy"                 else "orientation"
+            lines.append(f"  the policy commands {robot['action_space']}; the tool is held at {held} "
+                         f"(qx qy qz qw) {[round(v, 3) for v in fixed[3:]]} from the checkpoint's fixed pose;")
+    except (KeyError, ValueError) as exc:
+        lines.append(f"  (the checkpoint's action space could not be read: {exc})")
+    lines.append("  keep a hand on the emergency stop; Ctrl-C holds the arm and stops the nodes.")
+    return "\n".join(lines)
+
+
+def wait_for_operator(enable: bool, stdin, alive, poll_s: float = 0.2) -> bool:
+    """The operator's go-ahead: True at once with --enable, True after Enter on a terminal; False
+    without a terminal (the operator enables through the service instead). `alive()` raises when a
+    node died, so waiting never hides a dead graph."""
+    if enable:
+        return True
+    if stdin is None or not stdin.isatty():
+        calls = "".join(f"  ros2 service call {srv} std_srvs/srv/SetBool '{{data: true}}'\n"
+                        for srv in (topics.SERVO_ENABLE, topics.SCHEDULER_ENABLE))
+        print(f"[dp-ros deploy] no terminal to ask on: enable with\n{calls}or start with --enable", flush=True)
+        return False
+    print("[dp-ros deploy] press Enter to enable (Ctrl-C to stop)", flush=True)
+    while True:
+        alive()
+        if select.select([stdin], [], [], poll_s)[0]:
+            stdin.readline()
+            return True
 
 
 def write_video(videos, data, ep) -> dict | None:
