@@ -155,6 +155,15 @@ def check_graph(nodes: list[NodeSpec], config_file) -> list[NodeSpec]:
     return nodes
 
 
+def node_params(node_specs: list[NodeSpec], config_file=None) -> dict:
+    """{node name: its complete, checked start-up values} as the graph's processes get them (the
+    config file's section and borrowed values, then the graph's overrides): for code that runs a
+    node's logic without the node, like the lockstep evaluator."""
+    params = load_params(Path(config_file or default_config()))
+    return {spec.name: parameters.validate(spec.name, {**parameters.defaults(spec.name, params), **spec.overrides})
+            for spec in node_specs}
+
+
 def write_params_file(path, node_specs: list[NodeSpec]):
     """The overrides as a second ROS 2 parameter file (loaded after the config file)."""
     data = {spec.name: {"ros__parameters": spec.overrides} for spec in node_specs if spec.overrides}

@@ -80,6 +80,16 @@ class _Stream:
         return self.stamps[-1] if self.stamps else None
 
 
+def fit_frame(image: np.ndarray, size) -> np.ndarray:
+    """A camera frame at the policy's (H, W): area interpolation, the right filter for shrinking."""
+    h, w = int(size[0]), int(size[1])
+    if image.shape[:2] == (h, w):
+        return image
+    import cv2   # only where frames need it
+
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def _ms(ns) -> str:
     return f"{ns * 1e-6:.1f} ms"
 

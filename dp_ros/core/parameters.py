@@ -92,6 +92,10 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
                                range=(0, 1024)),
         "inference_nice": Param(int, "nice value of the inference process (negative needs CAP_SYS_NICE)",
                                 range=(-20, 19)),
+        "inpaint_soft_steps": Param(int, "stitch inpaint: steps after the certainly executed part over which a "
+                                         "new chunk is still guided toward the committed path (weight "
+                                         "decaying linearly); 0 = freeze only what executes before arrival",
+                                    range=(0, 64)),
         "inference_realtime_priority": Param(
             int, "SCHED_RR priority of the inference process when a core stays free for the rest "
                  "(above the streaming nodes' 10, below the servo loop's); 0 = normal scheduling", range=(0, 99)),
@@ -102,7 +106,9 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
         "dt_s": Param(float, "control step of the checkpoint (s)", range=(1e-3, 10.0), default_from="checkpoint"),
         "exec_latency_s": Param(float, "waypoints closer than this to now are dropped as too late (s)",
                                 range=(0.0, 1.0)),
-        "stitch": Param(str, "how a new chunk joins the executing one", choices=("blend", "ensemble", "none")),
+        "stitch": Param(str, "how a new chunk joins the executing one (inpaint: requests carry the committed "
+                             "path and the policy samples the chunk to continue it)",
+                        choices=("blend", "ensemble", "none", "inpaint")),
         "blend_steps": Param(int, "waypoints over which a new chunk is blended in", range=(0, 100)),
         "publish_rate_hz": Param(float, "rate of /servo/waypoints", range=(1.0, 1000.0)),
         "policy_timeout_s": Param(float, "no policy heartbeat for this long: stop streaming, the servo holds (s)",

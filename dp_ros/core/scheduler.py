@@ -39,6 +39,11 @@ disagrees with the old one by some offset, and switching outright makes the comm
               evaluated by interpolation since chunk grids are jittered), weights exp(-k*i)
               with i = 0 for the oldest prediction, normalised (positions averaged, rotations
               by scipy's weighted quaternion mean). Smooths, but does not guarantee zero jump.
+  "inpaint"   real-time chunking (Black, Galliker, Levine 2025): each request carries
+              committed_path(), and the policy samples the new chunk with the part that executes
+              before it can arrive frozen to that path (dp_ros.policy.planner.Commitment), so the
+              chunk already continues the plan and is taken as is. A chunk sampled without it
+              (the first one, or after a hold) is taken as is too.
 
 Rejected chunks (NaN/inf, malformed, non-increasing times, not newer than the current chunk,
 or entirely late) leave the executing plan untouched; last_reject_reason says why.
@@ -54,7 +59,7 @@ from scipy.spatial.transform import Rotation
 from dp_ros.core.interpolator import PoseTrajectory
 from dp_ros.core.transforms import continuous_quats, quat_slerp
 
-STITCH_MODES = ("blend", "ensemble", "none")
+STITCH_MODES = ("blend", "ensemble", "none", "inpaint")
 
 
 class ActionScheduler:
@@ -97,6 +102,16 @@ class ActionScheduler:
                       "waypoints_superseded": 0, "stream_empty": 0, "requests": 0,
                       "request_timeouts": 0, "latency_s": self.latency_s, "latency_dev_s": 0.0}
         self.reset()
+
+    @classmethod
+    def from_params(cls, p: dict, **overrides) -> "ActionScheduler":
+        """As action_scheduler_node builds it from its parameters: a request can go out up to one
+        publish tick late, hence that margin. overrides: settings the caller fixes itself."""
+        kwargs = dict(stitch=p["stitch"], blend_steps=p["blend_steps"], request_timeout_s=p["request_timeout_s"],
+                      margin_s=1.0 / p["publish_rate_hz"])
+        kwargs.update(overrides)
+        exec_latency_s = kwargs.pop("exec_latency_s", p["exec_latency_s"])
+        return cls(p["action_horizon"], p["dt_s"], exec_latency_s, **kwargs)
 
     def reset(self):
         """Forget the plan, stored chunks and any outstanding request (counters are kept)."""
@@ -192,12 +207,28 @@ class ActionScheduler:
         """What the old chunk meant to do: the plan, continued by the rest of its prediction
         while the plan is still executing. An expired plan is held at its end, because the
         servo is holding there and the new chunk must start from where the arm is."""
+        if self._plan.end_ns <= horizon:
+            return self._plan
+        return self.predicted_path()
+
+    def predicted_path(self) -> PoseTrajectory | None:
+        """The plan (past waypoints included) continued by the rest of its chunk's prediction
+        (Tp > Ta); None without a plan."""
         plan, raw = self._plan, self._plan_chunk
-        if plan.end_ns <= horizon or raw is None or raw.end_ns <= plan.end_ns:
+        if plan is None or raw is None or raw.end_ns <= plan.end_ns:
             return plan
         tail = raw.times_ns > plan.end_ns
         return PoseTrajectory(np.concatenate([plan.times_ns, raw.times_ns[tail]]),
                               np.concatenate([plan.poses, raw.poses[tail]]))
+
+    def committed_path(self, now_ns: int):
+        """(times_ns, poses) that a request in "inpaint" mode carries: the predicted path while the
+        plan reaches now + exec latency; empty otherwise (the arm holds or
+        will hold before a new chunk can arrive: nothing is committed, the chunk samples freely)."""
+        path = self.predicted_path() if self.stitch == "inpaint" else None
+        if path is None or self._plan.end_ns < int(now_ns) + self.exec_latency_ns:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 7))
+        return np.array(path.times_ns), np.array(path.poses)
 
     def _ensemble(self, times):
         out = np.empty((len(times), 7))

@@ -103,6 +103,15 @@ class ServoController:
     _hold_target: np.ndarray | None = None    # where the braking hold stops
     _stopped: bool = True                     # the robot was told to stop (or never moved)
 
+    @classmethod
+    def from_params(cls, p: dict) -> "ServoController":
+        """As ur5_servo_node builds it from its parameters (also the lockstep evaluator's servo)."""
+        limit = (p["orientation_reference"], p["orientation_limit_rad"]) if p["orientation_limit_rad"] > 0 else None
+        envelope = SafetyEnvelope(p["workspace_min"], p["workspace_max"], p["max_lin_speed"], p["max_lin_acc"],
+                                  p["max_ang_speed"], orientation_limit=limit)
+        return cls(envelope, 1.0 / p["rate_hz"], p["watchdog_timeout_s"], p["max_measured_age_s"],
+                   source=p["source"])
+
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")

@@ -18,11 +18,7 @@ class ActionSchedulerNode(Node):
         super().__init__("action_scheduler_node")
         self.p = declare(self, "action_scheduler_node")   # Ta and dt_s: from the checkpoint
         self.diag = Diagnostics(self)
-        # margin: a request can go out up to one tick late
-        self.scheduler = ActionScheduler(self.p["action_horizon"], self.p["dt_s"], self.p["exec_latency_s"],
-                                         stitch=self.p["stitch"], blend_steps=self.p["blend_steps"],
-                                         request_timeout_s=self.p["request_timeout_s"],
-                                         margin_s=1.0 / self.p["publish_rate_hz"])
+        self.scheduler = ActionScheduler.from_params(self.p)
         self.enabled = bool(self.p["autostart"])
         self.last_heartbeat_ns = None
         self.policy_alive = False

@@ -9,7 +9,6 @@ only while that thread and the inference process are alive.
 import threading
 import time
 
-import cv2
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
@@ -19,7 +18,7 @@ from std_msgs.msg import Header
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
-from dp_ros.core.obs_buffer import ObservationBuffer, StaleObservation
+from dp_ros.core.obs_buffer import ObservationBuffer, StaleObservation, fit_frame
 from dp_ros.core.robot_features import feature
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_image, msg_to_pose, ns_to_time, time_to_ns, trajectory_to_msg
@@ -80,10 +79,7 @@ class PolicyNode(Node):
             # rclpy keys log throttling by call site: every warn of this node uses WARN_THROTTLE_S
             self.get_logger().warn(f"camera {cam}: {exc}", throttle_duration_sec=WARN_THROTTLE_S)
             return
-        h, w = size
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        self.buffer.add_frame(cam, time_to_ns(msg.header.stamp), image)
+        self.buffer.add_frame(cam, time_to_ns(msg.header.stamp), fit_frame(image, size))
 
     def _on_joints(self, msg):
         self._joints = np.asarray(msg.position, dtype=np.float64)

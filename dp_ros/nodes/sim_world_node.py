@@ -16,7 +16,7 @@ from dp_ros import topics
 from dp_ros.nodes.common import declare, run
 from dp_ros.nodes.msgs import image_to_msg, msg_to_pose, ns_to_time, pose_to_msg
 from dp_ros.nodes.robot_state_node import UR_JOINTS
-from dp_ros.sim.world import SimWorld, TaskPlaneMapping
+from dp_ros.sim.world import SimWorld
 
 
 MAX_CATCH_UP_S = 0.1
@@ -26,10 +26,7 @@ class SimWorldNode(Node):
     def __init__(self):
         super().__init__("sim_world_node")
         self.p = p = declare(self, "sim_world_node")
-        mapping = TaskPlaneMapping(np.asarray(p["task_xy_min"]), np.asarray(p["task_xy_max"]))
-        self.world = SimWorld(p["task"], mapping, list(p["camera_names"]),
-                              (p["image_height"], p["image_width"]), seed=p["seed"],
-                              home_pose=np.asarray(p["home_pose"], dtype=np.float64))
+        self.world = SimWorld.from_params(p)
         self.episode = 0
         self.episode_start_ns = self._now()
         self.frame_numbers = {cam: 0 for cam in p["camera_names"]}

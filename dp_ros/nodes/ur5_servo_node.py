@@ -30,7 +30,6 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
-from dp_ros.core.envelope import SafetyEnvelope
 from dp_ros.core.priority import NODE_RT_PRIORITY, realtime
 from dp_ros.core.servo_controller import Action, ServoController
 from dp_ros.nodes import backends
@@ -47,12 +46,7 @@ class Ur5ServoNode(Node):
         super().__init__("ur5_servo_node")
         self.p = p = declare(self, "ur5_servo_node")
         self.period_s = 1.0 / p["rate_hz"]
-        self.controller = ServoController(
-            SafetyEnvelope(p["workspace_min"], p["workspace_max"], p["max_lin_speed"], p["max_lin_acc"],
-                           p["max_ang_speed"], orientation_limit=(p["orientation_reference"],
-                                                                  p["orientation_limit_rad"])
-                           if p["orientation_limit_rad"] > 0 else None),
-            self.period_s, p["watchdog_timeout_s"], p["max_measured_age_s"], source=p["source"])
+        self.controller = ServoController.from_params(p)
         self.backend = backends.robot_control(self, p)
         self._lock = threading.Lock()             # the controller, between callbacks and the loop
         self.max_waypoint_bytes = 1024 + BYTES_PER_WAYPOINT * p["max_waypoints"]

@@ -146,10 +146,17 @@ class DiffusionPolicy(nn.Module):
     # --- inference ------------------------------------------------------------------------
     @torch.no_grad()
     def predict_action(self, obs: dict, generator: torch.Generator | None = None,
-                       num_inference_steps: int | None = None) -> dict[str, torch.Tensor]:
+                       num_inference_steps: int | None = None, prefix: torch.Tensor | None = None,
+                       prefix_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """obs: {name: (B, To, ...)} (the last To steps are used) ->
         {"action_pred": (B, Tp, Da), "action": (B, Ta, Da)}, unnormalised. "action" starts at
-        the latest observation step: action_pred[:, To-1 : To-1+Ta]."""
+        the latest observation step: action_pred[:, To-1 : To-1+Ta].
+
+        prefix (B, Tp, Da) unnormalised actions with prefix_weight (Tp,) in [0, 1]: inpainting
+        (real-time chunking). Before every denoising step the sample is pulled toward the prefix
+        noised to that step's level, x <- w * noised(prefix) + (1 - w) * x, so the network fills
+        the free steps consistently with it; weight 1 freezes a step (it comes out equal to the
+        prefix), a weight between 0 and 1 only guides it, 0 leaves it free."""
         cfg = self.config
         cond = self.encode_obs(obs, latest=True)  # once, reused by every denoising step
         B = cond.shape[0]
@@ -157,12 +164,40 @@ class DiffusionPolicy(nn.Module):
         gen_dev = generator.device if generator is not None else self.device
         x = torch.randn(shape, generator=generator, device=gen_dev, dtype=cond.dtype)
         x = x.to(self.device)
+        known = w = None
+        if prefix is not None:
+            known, w = self._inpaint_target(prefix, prefix_weight, shape, cond.dtype)
         sched = self.inference_scheduler
         sched.set_timesteps(num_inference_steps or cfg.num_inference_steps, device=self.device)
         for t in sched.timesteps:
+            if known is not None:
+                noise = torch.randn(shape, generator=generator, device=gen_dev, dtype=cond.dtype).to(self.device)
+                x = w * self.train_scheduler.add_noise(known, noise, t.reshape(1)) + (1 - w) * x
             out = self._denoise(x, t, cond)
             x = sched.step(out, t, x, generator=generator).prev_sample
+        if known is not None:
+            frozen = w >= 1
+            x = torch.where(frozen, known, x)
         action_pred = self.normalizer.unnormalize(x, "action")
+        if known is not None:   # frozen steps exactly as given, not through a normalise round trip
+            action_pred = torch.where(frozen, prefix.to(action_pred), action_pred)
         start = cfg.obs_horizon - 1
         return {"action_pred": action_pred,
                 "action": action_pred[:, start:start + cfg.action_horizon]}
+
+    def _inpaint_target(self, prefix, weight, shape, dtype):
+        prefix = torch.as_tensor(prefix, device=self.device, dtype=dtype)
+        if prefix.ndim == 2:
+            prefix = prefix.unsqueeze(0).expand(shape[0], -1, -1)
+        if tuple(prefix.shape) != shape:
+            raise ValueError(f"prefix must be {shape} (B, Tp, Da), got {tuple(prefix.shape)}")
+        if weight is None:
+            raise ValueError("a prefix needs prefix_weight (Tp,)")
+        w = torch.as_tensor(weight, device=self.device, dtype=dtype).reshape(1, -1, 1)
+        if w.shape[1] != shape[1] or not torch.all((w >= 0) & (w <= 1)):
+            raise ValueError(f"prefix_weight must be {shape[1]} values in [0, 1]")
+        # steps with weight 0 may hold anything (NaN included): they never enter the sample
+        prefix = torch.where(w > 0, prefix, torch.zeros_like(prefix))
+        if not torch.all(torch.isfinite(prefix)):
+            raise ValueError("prefix contains NaN or inf where its weight is positive")
+        return self.normalizer.normalize(prefix, "action"), w

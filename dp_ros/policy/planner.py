@@ -5,11 +5,26 @@ observation time, so index To-1 is the newest observation's time. ROS-free; the 
 runs it in an inference process of its own (dp_ros.policy.worker).
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from dp_ros.core import timing
 from dp_ros.core.action_space import ActionSpace
+from dp_ros.core.interpolator import PoseTrajectory
+
+
+@dataclass
+class Commitment:
+    """What the executing plan has committed when a chunk is requested (real-time chunking): its
+    path (the plan and the rest of its chunk's prediction, absolute times), the time until which
+    it will certainly execute (the request time + the expected latency), and over how many steps
+    after that the new chunk is still guided toward it (0: only the certain part is frozen)."""
+    times_ns: np.ndarray
+    poses: np.ndarray
+    until_ns: int
+    soft_steps: int = 0
 
 
 class ChunkPlanner:
@@ -17,8 +32,21 @@ class ChunkPlanner:
         self.policy = policy
         self.cfg = policy.config
         self.device = device
+        self.robot = robot
         self.action_space = ActionSpace(robot["action_space"], np.asarray(robot["fixed_pose"]))
         self.dt_ns = int(round(1e9 / self.cfg.control_frequency_hz))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, device) -> "ChunkPlanner":
+        """The checkpoint's policy with its robot spec (observation sources, action space): what the
+        inference process serves and the lockstep evaluator runs."""
+        from dp_ros.core.robot_features import robot_spec
+        from dp_ros.policy.checkpoint import load_checkpoint
+
+        policy = load_checkpoint(checkpoint, device=device)
+        cfg = policy.config
+        robot = robot_spec(getattr(policy, "checkpoint_extra", None) or {}, cfg.lowdim_obs, cfg.action_dim)
+        return cls(policy, robot, device)
 
     def to_tensors(self, obs) -> dict:
         batch = {}
@@ -30,16 +58,37 @@ class ChunkPlanner:
             batch[key] = torch.as_tensor(values, dtype=torch.float32, device=self.device).unsqueeze(0)
         return batch
 
-    def plan(self, obs, generator=None):
-        """-> (times_ns (Tp,) int64, poses (Tp, 7)). ValueError on a non-finite prediction."""
+    def plan(self, obs, generator=None, committed=None):
+        """-> (times_ns (Tp,) int64, poses (Tp, 7)). ValueError on a non-finite prediction.
+        committed: a Commitment (real-time chunking): the chunk is sampled with it inpainted."""
+        times = timing.step_times(obs.stamps_ns[0], self.cfg.pred_horizon, self.dt_ns)
+        prefix = weight = None
+        if committed is not None and len(committed.times_ns):
+            prefix, weight = self.prefix_on_grid(committed, times)
         with torch.inference_mode():
-            out = self.policy.predict_action(self.to_tensors(obs), generator=generator)
+            out = self.policy.predict_action(self.to_tensors(obs), generator=generator,
+                                             prefix=prefix, prefix_weight=weight)
         actions = out["action_pred"][0].float().cpu().numpy()
         if not np.all(np.isfinite(actions)):
             raise ValueError("policy produced non-finite actions; chunk discarded")
-        times = timing.step_times(obs.stamps_ns[0], len(actions), self.dt_ns)
         poses = np.stack([self.action_space.to_pose(a) for a in actions])
         return times, poses
+
+    def prefix_on_grid(self, committed, times):
+        """The committed path at this chunk's step times, as actions, and each step's weight: 1 up
+        to committed.until_ns (those execute before the chunk can arrive: frozen), then a linear
+        decay over the rest of the path when committed.soft_steps > 0 (guided), 0 beyond (free)."""
+        path = PoseTrajectory(committed.times_ns, committed.poses)
+        covered = (times >= path.start_ns) & (times <= path.end_ns)
+        weight = np.zeros(len(times))
+        weight[covered & (times <= committed.until_ns)] = 1.0
+        soft = np.nonzero(covered & (times > committed.until_ns))[0][:committed.soft_steps]
+        weight[soft] = 1.0 - (np.arange(len(soft)) + 1) / (committed.soft_steps + 1)
+        prefix = np.zeros((len(times), self.action_space.dim), dtype=np.float32)
+        used = weight > 0
+        if used.any():
+            prefix[used] = self.action_space.from_pose(path(times[used]))
+        return torch.from_numpy(prefix).to(self.device), torch.from_numpy(weight.astype(np.float32)).to(self.device)
 
     def warm_up(self, n=2):
         cfg = self.cfg

@@ -22,7 +22,7 @@ import multiprocessing as mp
 import os
 import time
 
-from dp_ros.core.priority import normal_scheduling, raise_priority, realtime, realtime
+from dp_ros.core.priority import normal_scheduling, raise_priority, realtime
 
 
 class InferenceError(RuntimeError):
@@ -33,8 +33,6 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_prior
     try:
         import torch
 
-        from dp_ros.core.robot_features import robot_spec
-        from dp_ros.policy.checkpoint import load_checkpoint
         from dp_ros.policy.planner import ChunkPlanner
 
         normal_scheduling()   # started by the real-time policy node: not its class by default
@@ -43,13 +41,11 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_prior
             priority += ", " + realtime("SCHED_RR", rt_priority)
         torch.set_num_threads(threads)   # after: torch's threads inherit the scheduling class
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-        policy = load_checkpoint(checkpoint, device=dev)
-        cfg = policy.config
-        robot = robot_spec(getattr(policy, "checkpoint_extra", None) or {}, cfg.lowdim_obs, cfg.action_dim)
-        planner = ChunkPlanner(policy, robot, dev)
+        planner = ChunkPlanner.from_checkpoint(checkpoint, dev)
         t = time.perf_counter()
         planner.warm_up()
-        conn.send(("ready", {"config": cfg.to_dict(), "robot": robot, "device": str(dev), "threads": threads,
+        conn.send(("ready", {"config": planner.cfg.to_dict(), "robot": planner.robot, "device": str(dev),
+                             "threads": threads,
                              "priority": priority, "warm_up_s": time.perf_counter() - t, "pid": os.getpid()}))
     except Exception as exc:  # noqa: BLE001 - report the reason to the node, then exit
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -80,15 +76,15 @@ class InferenceProcess:
         the policy node's `inference_nice` and `inference_realtime_priority`."""
         threads = int(threads) or max(1, (os.cpu_count() or 1) - 1)
         self._args = (str(checkpoint), str(device), threads, int(nice), int(rt_priority))
+        self._proc = None
+        self._conn = None
+        self.info: dict = {}
 
     @classmethod
     def from_params(cls, params: dict, checkpoint=None) -> "InferenceProcess":
         """As the policy node starts it, from its parameters (the `policy_node` section)."""
         return cls(checkpoint or params["checkpoint"], params["device"], int(params["torch_threads"]),
                    int(params["inference_nice"]), int(params["inference_realtime_priority"]))
-        self._proc = None
-        self._conn = None
-        self.info: dict = {}
 
     def start(self, timeout_s: float = 300.0) -> dict:
         ctx = mp.get_context("spawn")

@@ -192,6 +192,14 @@ class SimWorld:
         self.episode_seed = None
         self.reset(seed)
 
+    @classmethod
+    def from_params(cls, p: dict) -> "SimWorld":
+        """As sim_world_node builds it from its parameters (also the lockstep evaluator's world)."""
+        mapping = TaskPlaneMapping(np.asarray(p["task_xy_min"]), np.asarray(p["task_xy_max"]))
+        return cls(p["task"], mapping, list(p["camera_names"]), (p["image_height"], p["image_width"]),
+                   seed=p["seed"], home_pose=np.asarray(p["home_pose"], dtype=np.float64),
+                   physics_dt=1.0 / p["physics_rate_hz"])
+
     def _home_pose(self, task_xy):
         xy = self.mapping.to_robot(task_xy)
         return np.concatenate([xy, [self.tcp_height_m], self.tool_quat])
