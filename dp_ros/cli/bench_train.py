@@ -3,7 +3,8 @@ training step's speed in each precision, as one JSON.
 
 The step is the trainer's own (dp_ros.train.trainer.Trainer.train_step: forward, backward,
 gradient clip, optimiser, LR schedule, EMA), on a Trainer built from the config exactly as
-`dp-train` builds it, once per precision; data loading is not timed (batches are drawn before).
+`dp-train` builds it, once per precision; data loading is not timed (batches are drawn before),
+and the precisions' steps are interleaved so a shared machine's load falls on each alike.
 Where the config's data.path does not exist (a fresh clone), a small store of the config's
 shapes is synthesised in a temporary directory, so the figures need no recorded data.
 
@@ -154,18 +155,24 @@ def set_channels_last(trainer, how: str) -> bool:
         and not convs[0].is_contiguous()
 
 
-def time_steps(trainer, steps: int, warmup: int, n_batches: int = 4) -> list[float]:
-    batches = []
+def _batches(trainer, n: int) -> list:
     it = trainer._batches()
-    for _ in range(min(n_batches, steps + warmup)):
-        batches.append(next(it))
-    times = []
+    return [next(it) for _ in range(n)]
+
+
+def time_round_robin(trainers: dict, steps: int, warmup: int, n_batches: int = 4) -> dict:
+    """Seconds per step for each trainer, their steps interleaved (A B A B ...) so that load
+    from other processes on a shared machine falls on every precision alike."""
+    batches = {k: _batches(tr, min(n_batches, steps + warmup)) for k, tr in trainers.items()}
+    times: dict = {k: [] for k in trainers}
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        loss, _ = trainer.train_step(batches[i % len(batches)])
-        float(loss)     # waits for the step (CUDA is asynchronous)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+        for k, tr in trainers.items():
+            b = batches[k]
+            t0 = time.perf_counter()
+            loss, _ = tr.train_step(b[i % len(b)])
+            float(loss)     # waits for the step (CUDA is asynchronous)
+            if i >= warmup:
+                times[k].append(time.perf_counter() - t0)
     return times
 
 
@@ -182,42 +189,47 @@ def bench(args) -> dict:
         tmp = Path(tmp)
         extra, out["data"] = data_overrides(args.config, over, tmp, args.synthetic)
         over += extra
-        done_modes: dict[str, str] = {}      # resolved precision (+format) -> result key
-        for name in names:
+        # auto last, so that where it picks what another name already runs it is not re-run.
+        order = sorted(dict.fromkeys(names), key=lambda n: n == "auto")
+        trainers, modes = {}, {}
+        for name in order:
             trainer = make_trainer(args.config, over, PRECISIONS[name], tmp / f"run_{name}")
             ran = NAME_OF[trainer.precision.name]
             cl = set_channels_last(trainer, args.channels_last)
-            if name == "auto":
-                out["auto"] = {"picks": ran, "channels_last": cl,
-                               "reason": trainer.precision.reason}
-                if (ran, cl) in done_modes:      # already measured under its own name
-                    trainer.close()
-                    continue
+            has_cameras = bool(trainer.policy_cfg.cameras)
             out.setdefault("batch_size", trainer.cfg.training.batch_size)
             out.setdefault("params_M", round(sum(p.numel() for p in trainer.policy.parameters())
                                              / 1e6, 2))
             out.setdefault("device", str(trainer.device))
-            times = time_steps(trainer, args.steps, args.warmup)
-            med = statistics.median(times)
-            results[name] = {"mixed_precision": ran, "channels_last": cl,
+            if name == "auto":
+                out["auto"] = {"picks": ran, "channels_last": cl,
+                               "reason": trainer.precision.reason}
+                if (ran, cl) in modes.values():   # measured under its own name
+                    trainer.close()
+                    continue
+            trainers[name], modes[name] = trainer, (ran, cl)
+        times = time_round_robin(trainers, args.steps, args.warmup)
+        for name, tr in trainers.items():
+            med = statistics.median(times[name])
+            results[name] = {"mixed_precision": modes[name][0], "channels_last": modes[name][1],
                              "s_per_step": round(med, 4),
-                             "samples_per_s": round(trainer.cfg.training.batch_size / med, 2),
-                             "s_per_step_min": round(min(times), 4),
-                             "s_per_step_max": round(max(times), 4)}
-            done_modes[(ran, cl)] = name
-            trainer.close()
-            del trainer
+                             "samples_per_s": round(tr.cfg.training.batch_size / med, 2),
+                             "s_per_step_min": round(min(times[name]), 4),
+                             "s_per_step_max": round(max(times[name]), 4)}
+            tr.close()
+        trainers.clear()
     out["machine"] = machine()
-    out["results"] = results
+    out["results"] = {n: results[n] for n in names if n in results}
     if "auto" not in out:   # say what auto would pick even when it was not timed
         from dp_ros.train.precision import resolve_precision
         p = resolve_precision("auto", "cuda" if out.get("device", "").startswith("cuda")
-                              else "cpu")
+                              else "cpu", has_cameras=has_cameras)
         out["auto"] = {"picks": NAME_OF[p.name], "channels_last": p.channels_last,
                        "reason": p.reason}
     if "fp32" in results:
         base = results["fp32"]["s_per_step"]
-        out["speedup_vs_fp32"] = {k: round(base / r["s_per_step"], 3) for k, r in results.items()}
+        out["speedup_vs_fp32"] = {k: round(base / r["s_per_step"], 3)
+                                  for k, r in out["results"].items()}
     return out
 
 

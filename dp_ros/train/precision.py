@@ -1,11 +1,15 @@
 """Which precision a training step runs in (`training.mixed_precision`), and what the CPU can do.
 
 CUDA: `auto` is bf16 where the GPU supports it, else fp16 with a GradScaler.
-CPU: bf16 autocast only pays where the CPU multiplies bf16 natively *and* fast. Intel AMX
-(`amx_bf16` in /proc/cpuinfo) does: the issue measured 2.4 TFLOP/s bf16 against 0.40 fp32 and a
-Push-T image step 0.43 s -> 0.29 s. AVX512-BF16 alone (AMD Zen 4, Intel Cooper Lake) has a
-bf16 dot product but no tile unit, so `auto` keeps fp32 there unless the measured step is faster
-(see README "Training speed on the CPU"). `bf16` asks for it on any CPU; `no` is fp32.
+CPU: bf16 autocast only pays where the CPU multiplies bf16 natively. With Intel AMX
+(`amx_bf16` in /proc/cpuinfo) the issue measured 2.4 TFLOP/s bf16 against 0.40 fp32 and a Push-T
+image step 0.43 s -> 0.29 s (0.24 s with a channels_last encoder), so `auto` is bf16 there.
+AVX512-BF16 without AMX (AMD Zen 4, Intel Cooper Lake) speeds up the image encoder's 2-D
+convolutions (Push-T image step 0.69 s -> 0.36 s on an AMD EPYC) but slows the low-dim U-Net's
+1-D convolutions, so there `auto` is bf16 only for policies with cameras. `bf16` asks for it on
+any CPU; `no` is fp32. Under bf16 on the CPU the vision encoder runs channels_last (NHWC), which
+helped bf16 (0.41 -> 0.36 s) and did nothing measurable for fp32. Figures: README, "Training
+speed on the CPU"; `dp-ros bench train` measures a config.
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ import platform
 from dataclasses import dataclass
 
 CPUINFO = "/proc/cpuinfo"
-# Flags that make `auto` choose bf16 on a CPU. AVX512-BF16 is left out on purpose: on the AMD
-# EPYC (Zen 4) we measured, bf16 autocast made the image training step slower (README).
+# Flags that make `auto` choose bf16 on a CPU whatever the policy; AVX512-BF16 only with cameras.
 CPU_BF16_FLAGS = ("amx_bf16",)
 
 
@@ -82,11 +85,13 @@ def cpu_bf16_fast(flags) -> bool:
     return any(f in flags for f in CPU_BF16_FLAGS)
 
 
-def resolve_precision(mode: str, device_type: str, flags=None,
-                      cuda_bf16: bool | None = None) -> Precision:
+def resolve_precision(mode: str, device_type: str, flags=None, cuda_bf16: bool | None = None,
+                      has_cameras: bool = True) -> Precision:
     """mode (auto|no|bf16|fp16) on a device type -> the Precision that runs.
-    flags: CPU flags (a set or a /proc/cpuinfo-style 'flags' string; None: this machine's).
-    cuda_bf16: whether the GPU supports bf16 (None: ask torch). ValueError for fp16 on a CPU."""
+    flags: CPU flags (a set, a 'flags : ...' line / /proc/cpuinfo text, or a bare space-separated
+    string; None: this machine's). cuda_bf16: whether the GPU supports bf16 (None: ask torch).
+    has_cameras: the policy has an image encoder (decides `auto` on AVX512-BF16 CPUs).
+    ValueError for fp16 on a CPU."""
     if mode not in ("auto", "no", "bf16", "fp16"):
         raise ValueError(f"mixed precision {mode!r}: expected auto, no, bf16 or fp16")
     if device_type == "cuda":
@@ -105,23 +110,27 @@ def resolve_precision(mode: str, device_type: str, flags=None,
                              f"use auto or no")
         return Precision("no", mode, f"{device_type}: fp32")
     if mode == "fp16":
-        raise ValueError("mixed precision fp16 needs CUDA (the CPU has no fp16 GradScaler "
-                         "path worth using); use auto, bf16 or no")
+        raise ValueError("mixed precision fp16 needs CUDA (on a CPU use bf16, auto or no)")
     if isinstance(flags, str):
-        flags = cpu_flags("flags : " + flags) if ":" not in flags else cpu_flags(flags)
+        flags = cpu_flags(flags if ":" in flags else "flags : " + flags)
     elif flags is None:
         flags = cpu_flags()
     if mode == "no":
         return Precision("no", mode, "asked for fp32")
-    fast = cpu_bf16_fast(flags)
+    amx = cpu_bf16_fast(flags)
+    avx = "avx512_bf16" in flags
     if mode == "bf16":
-        why = ("asked for; CPU has AMX" if fast else
-               "asked for; CPU has AVX512-BF16 but no AMX" if "avx512_bf16" in flags else
-               "asked for; CPU has no native bf16: emulated, expect it slower")
-        return Precision("bf16", mode, why, channels_last=True)
-    if fast:
-        return Precision("bf16", mode, "CPU with AMX: native bf16 matmul", channels_last=True)
-    if "avx512_bf16" in flags:
-        return Precision("no", mode, "CPU with AVX512-BF16 but without AMX: bf16 autocast "
-                                     "measured slower here")
-    return Precision("no", mode, "CPU without AMX: bf16 would be slower")
+        why = ("asked for; CPU with AMX" if amx else
+               "asked for; CPU with AVX512-BF16, no AMX" if avx else
+               "asked for; CPU without native bf16: emulated, expect it slower")
+        return Precision("bf16", mode, why, channels_last=has_cameras)
+    if amx:
+        return Precision("bf16", mode, "CPU with AMX: native bf16 matmul",
+                         channels_last=has_cameras)
+    if avx and has_cameras:
+        return Precision("bf16", mode, "CPU with AVX512-BF16, no AMX: faster for the image "
+                                       "encoder's convolutions", channels_last=True)
+    if avx:
+        return Precision("no", mode, "CPU with AVX512-BF16 but no AMX, low-dim policy: bf16 "
+                                     "would be slower")
+    return Precision("no", mode, "CPU without AMX or AVX512-BF16: bf16 would be slower")

@@ -145,7 +145,8 @@ class Trainer:
 
     def _resolve_precision(self):
         try:
-            p = resolve_precision(self.cfg.training.mixed_precision, self.device.type)
+            p = resolve_precision(self.cfg.training.mixed_precision, self.device.type,
+                                  has_cameras=bool(self.policy_cfg.cameras))
         except ValueError as e:
             raise ConfigError(f"training.mixed_precision: {e}") from None
         info(p.describe())
