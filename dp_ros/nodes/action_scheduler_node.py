@@ -67,7 +67,7 @@ class ActionSchedulerNode(Node):
         if self.scheduler.on_chunk(times, poses, now):
             self._stream(now)
         else:
-            self.get_logger().warn(f"chunk rejected: {self.scheduler.last_reject_reason}",
+            self.get_logger().warning(f"chunk rejected: {self.scheduler.last_reject_reason}",
                                    throttle_duration_sec=1.0)
 
     def _tick(self):

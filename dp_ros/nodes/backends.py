@@ -38,7 +38,7 @@ def robot_control(node, p: dict):
     if "tcp_offset" in backend.setup:   # one call site per severity (rclpy)
         node.get_logger().info(message)
     else:
-        node.get_logger().warn(message)
+        node.get_logger().warning(message)
     return backend
 
 

@@ -77,7 +77,7 @@ class PolicyNode(Node):
             image = msg_to_image(msg)
         except ValueError as exc:
             # rclpy keys log throttling by call site: every warn of this node uses WARN_THROTTLE_S
-            self.get_logger().warn(f"camera {cam}: {exc}", throttle_duration_sec=WARN_THROTTLE_S)
+            self.get_logger().warning(f"camera {cam}: {exc}", throttle_duration_sec=WARN_THROTTLE_S)
             return
         self.buffer.add_frame(cam, time_to_ns(msg.header.stamp), fit_frame(image, size))
 
@@ -109,7 +109,7 @@ class PolicyNode(Node):
                 except (StaleObservation, ValueError) as exc:
                     self.failures += 1
                     self.last_error = str(exc)
-                    self.get_logger().warn(f"no chunk: {exc}", throttle_duration_sec=WARN_THROTTLE_S)
+                    self.get_logger().warning(f"no chunk: {exc}", throttle_duration_sec=WARN_THROTTLE_S)
                     continue
                 self.chunk_pub.publish(trajectory_to_msg(times, poses))
                 self.chunks += 1

@@ -188,7 +188,7 @@ class TeleopNode(Node):
         success = (self.recorder.success or bool(self.task_state.get("success"))) if self.p["sim"] else None
         ok, info = self.recorder.stop(success=success, **fields)
         if ok and info["lost_messages"]:
-            self.get_logger().warn(f"episode {info['path']}: {info['lost_messages']} messages lost in delivery "
+            self.get_logger().warning(f"episode {info['path']}: {info['lost_messages']} messages lost in delivery "
                                    f"(see its metadata 'delivery')")
         return ok, (json.dumps(info) if ok else info)
 

@@ -99,7 +99,7 @@ class Ur5ServoNode(Node):
         node = self._publisher_node(info, topic)
         if node == expected:
             return source
-        self.get_logger().warn(f"ignoring {topic} from node {node!r}: only {expected!r} is followed",
+        self.get_logger().warning(f"ignoring {topic} from node {node!r}: only {expected!r} is followed",
                                throttle_duration_sec=WARN_THROTTLE_S)
         return "foreign"
 
