@@ -64,8 +64,9 @@ def main(argv=None) -> int:
     return run(parser().parse_args(argv))
 
 
-def run(args: argparse.Namespace) -> int:
-    """The deploy session for parsed `dp-ros deploy` arguments (`dp-ros eval` calls it too)."""
+def run(args: argparse.Namespace, extra: dict | None = None) -> int:
+    """The deploy session for parsed `dp-ros deploy` arguments (`dp-ros eval` calls it too, with
+    `extra` results for the summary JSON, e.g. its lockstep figures)."""
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     if not args.checkpoint and not (checkpoint / "config.json").is_file():
         # No trained model shipped yet: run the graph anyway, with random weights, and say so.
@@ -107,13 +108,9 @@ def run(args: argparse.Namespace) -> int:
         print("[dp-ros deploy] policy ready", flush=True)
         if args.hardware:
             print(hardware_plan(specs, config, checkpoint, ckpt), flush=True)
-            if wait_for_operator(args.enable, sys.stdin, lambda: check_alive(procs)):
-                for name in ("servo", "scheduler"):
-                    answer = monitor.call(name, True)
-                    print(f"[dp-ros deploy] {name}: {answer.message}", flush=True)
-                    if not answer.success:
-                        raise RuntimeError(f"the {name} refused to enable: {answer.message}")
-                print("[dp-ros deploy] ENABLED: the arm follows the policy; Ctrl-C stops", flush=True)
+            alive = lambda: check_alive(procs)  # noqa: E731
+            if wait_for_operator(args.enable, sys.stdin, alive):
+                enable_on_hardware(monitor, sys.stdin if not args.enable else None, alive)
             while True:
                 check_alive(procs)
                 time.sleep(0.2)
@@ -147,13 +144,16 @@ def run(args: argparse.Namespace) -> int:
     eps = summary["episodes"]
     if eps:
         summary.update(task=ckpt.get("extra", {}).get("task"), **rollout_summary(eps, monitor.latencies_s))
+    summary.update(extra or {})
     sheet = videos.finish() if videos is not None else None
     if sheet:
         summary["videos"] = {"dir": str(videos.out_dir), "contact_sheet": sheet["path"]}
     out = Path(args.summary_json or log_dir / "summary.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("episodes", "videos")}, indent=2))
+    brief = {k: ({kk: vv for kk, vv in v.items() if kk != "episodes"} if isinstance(v, dict) else v)
+             for k, v in summary.items() if k not in ("episodes", "videos")}
+    print(json.dumps(brief, indent=2))
     if sheet:
         print(f"[dp-ros deploy] videos in {videos.out_dir} (contact sheet {sheet['path']})")
     print(f"[dp-ros deploy] summary written to {out}")
@@ -187,7 +187,30 @@ def hardware_plan(specs, config, checkpoint, ckpt) -> str:
     return "\n".join(lines)
 
 
-def wait_for_operator(enable: bool, stdin, alive, poll_s: float = 0.2) -> bool:
+def enable_on_hardware(monitor, stdin, alive) -> None:
+    """Enable the servo, then the scheduler. A servo that refuses (a fault latched since start-up,
+    an e-stop) is reset only on the operator's say-so: on a terminal, Enter resets it (re-uploads
+    the control script, re-syncs to the measured pose) and tries again; otherwise RuntimeError."""
+    from std_srvs.srv import Trigger
+
+    from dp_ros.runtime.monitor import call_service
+    reset = monitor.node.create_client(Trigger, topics.SERVO_RESET)
+    for name in ("servo", "scheduler"):
+        while not (answer := monitor.call(name, True)).success:
+            if stdin is None or not stdin.isatty():
+                raise RuntimeError(f"the {name} refused to enable: {answer.message}")
+            print(f"[dp-ros deploy] the {name} refused to enable: {answer.message}", flush=True)
+            wait_for_operator(False, stdin, alive, prompt="clear the cause (pendant), then press Enter to reset the "
+                              "servo (re-uploads the control script) and enable again (Ctrl-C to stop)")
+            # a reset reconnects and uploads the control script: seconds, not a service round trip
+            done = call_service(reset, Trigger.Request(), timeout_s=30.0)
+            print(f"[dp-ros deploy] servo reset: {done.message or 'ok'}", flush=True)
+        print(f"[dp-ros deploy] {name}: {answer.message}", flush=True)
+    print("[dp-ros deploy] ENABLED: the arm follows the policy; Ctrl-C stops", flush=True)
+
+
+def wait_for_operator(enable: bool, stdin, alive, poll_s: float = 0.2,
+                      prompt: str = "press Enter to enable (Ctrl-C to stop)") -> bool:
     """The operator's go-ahead: True at once with --enable, True after Enter on a terminal; False
     without a terminal (the operator enables through the service instead). `alive()` raises when a
     node died, so waiting never hides a dead graph."""
@@ -198,7 +221,7 @@ def wait_for_operator(enable: bool, stdin, alive, poll_s: float = 0.2) -> bool:
                         for srv in (topics.SERVO_ENABLE, topics.SCHEDULER_ENABLE))
         print(f"[dp-ros deploy] no terminal to ask on: enable with\n{calls}or start with --enable", flush=True)
         return False
-    print("[dp-ros deploy] press Enter to enable (Ctrl-C to stop)", flush=True)
+    print(f"[dp-ros deploy] {prompt}", flush=True)
     while True:
         alive()
         if select.select([stdin], [], [], poll_s)[0]:
