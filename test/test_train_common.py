@@ -56,6 +56,9 @@ TINY_OVERRIDES = [
     "training.log_every=1", "training.eval_every=3", "training.checkpoint_every=3",
     "training.eval_batches=1", "training.eval_batch_size=4", "training.plot_samples=2",
     "training.seed=3", "data.val_ratio=0.2",
+    # fp32 whatever the host CPU: `auto` is bf16 on AMX / AVX512-BF16 CPUs, and the exact-resume
+    # and DDP-equivalence checks are fp32 properties (test_train_precision covers bf16).
+    "training.mixed_precision='no'",
 ]
 
 

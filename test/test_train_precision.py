@@ -81,19 +81,22 @@ def store(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("precision") / "reach.zarr", n_episodes=4)
 
 
+AUTO = ["training.device=cpu", "training.mixed_precision=auto"]   # tiny_config pins fp32
+
+
 def _with_flags(monkeypatch, flags):
     monkeypatch.setattr(precision, "cpu_flags", lambda text=None: set(flags.split()))
 
 
 def test_trainer_auto_follows_the_cpu_flags(store, tmp_path, monkeypatch, capsys):
     _with_flags(monkeypatch, PLAIN)
-    tr = Trainer(tiny_config(store, "training.device=cpu"), tmp_path / "plain", progress=False)
+    tr = Trainer(tiny_config(store, *AUTO), tmp_path / "plain", progress=False)
     assert tr.amp_dtype is None and tr.precision.name == "no"
     assert "mixed precision: no (CPU without AMX" in capsys.readouterr().err
     tr.close()
 
     _with_flags(monkeypatch, SPR)
-    tr = Trainer(tiny_config(store, "training.device=cpu", "training.max_steps=2",
+    tr = Trainer(tiny_config(store, *AUTO, "training.max_steps=2",
                              "training.eval_every=2", "training.checkpoint_every=2"),
                  tmp_path / "amx", progress=False)
     assert tr.amp_dtype is torch.bfloat16
