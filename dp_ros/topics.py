@@ -8,7 +8,8 @@ CAMERA_IMAGE = "/camera/{name}/image_raw"
 ROBOT_TCP_POSE = "/robot/tcp_pose"          # geometry_msgs/PoseStamped, base frame
 ROBOT_JOINTS = "/robot/joint_states"        # sensor_msgs/JointState
 POLICY_CHUNK = "/policy/action_chunk"       # trajectory_msgs/MultiDOFJointTrajectory, full Tp chunk
-POLICY_REQUEST = "/policy/request"          # std_msgs/Header: scheduler asks for the next chunk
+POLICY_REQUEST = "/policy/request"          # MultiDOFJointTrajectory: scheduler asks for the next chunk;
+                                            # the committed path when stitching by inpainting, else empty
 SERVO_WAYPOINTS = "/servo/waypoints"        # MultiDOFJointTrajectory, future waypoints only
 SERVO_TARGET = "/servo/target_pose"         # PoseStamped: teleop's direct target (streamed)
 SERVO_COMMAND = "/servo/command"            # PoseStamped: what the servo actually commanded (clamped)

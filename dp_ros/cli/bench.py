@@ -13,6 +13,7 @@ BENCHES = {
     "inference": ("dp_ros.policy.bench", "policy network latency, random weights and inputs: --preset paper-real|sim|tiny"),
     "servo": ("dp_ros.cli.bench_servo", "servo loop timing as deployed (own process), optionally beside inference: --rate, --load"),
     "pipeline": ("dp_ros.cli.bench_pipeline", "request -> chunk latency, observation age and stale waypoints in the sim deploy graph"),
+    "stitching": ("dp_ros.cli.bench_stitching", "chunk stitching modes against injected inference delay, lockstep: --delays, --modes"),
     "train": ("dp_ros.cli.bench_train", "training step speed, fp32 vs the precision auto picks (or bf16): --config FILE --steps N"),
 }
 

@@ -11,7 +11,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from dp_ros import topics
 from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.nodes.common import STATE_QOS, Diagnostics, declare, run
-from dp_ros.nodes.msgs import msg_to_trajectory, ns_to_time, trajectory_to_msg
+from dp_ros.nodes.msgs import msg_to_trajectory, trajectory_to_msg
 
 class ActionSchedulerNode(Node):
     def __init__(self):
@@ -23,7 +23,7 @@ class ActionSchedulerNode(Node):
         self.last_heartbeat_ns = None
         self.policy_alive = False
         self.wp_pub = self.create_publisher(MultiDOFJointTrajectory, topics.SERVO_WAYPOINTS, 10)
-        self.request_pub = self.create_publisher(Header, topics.POLICY_REQUEST, 10)
+        self.request_pub = self.create_publisher(MultiDOFJointTrajectory, topics.POLICY_REQUEST, 10)
         self.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK, self._on_chunk, 10)
         self.create_subscription(Header, topics.POLICY_HEARTBEAT, self._on_heartbeat, 10)
         self.create_subscription(DiagnosticArray, topics.SERVO_STATE, self._on_servo_state, STATE_QOS)
@@ -83,9 +83,9 @@ class ActionSchedulerNode(Node):
             return
         # needs_inference is false while a request is outstanding, until its timeout (lost request)
         if self.scheduler.needs_inference(now):
-            msg = Header(frame_id="request")
-            msg.stamp = ns_to_time(now)
-            self.request_pub.publish(msg)
+            # stitch inpaint: the request carries the path the new chunk must continue (else empty)
+            times, poses = self.scheduler.committed_path(now)
+            self.request_pub.publish(trajectory_to_msg(times, poses, stamp_ns=times[0] if len(times) else now))
             self.scheduler.mark_requested(now)   # the scheduler measures the latency from here
         self._stream(now)
 

@@ -21,8 +21,9 @@ from dp_ros import topics
 from dp_ros.core.obs_buffer import ObservationBuffer, StaleObservation, fit_frame
 from dp_ros.core.robot_features import feature
 from dp_ros.nodes.common import Diagnostics, declare, run
-from dp_ros.nodes.msgs import msg_to_image, msg_to_pose, ns_to_time, time_to_ns, trajectory_to_msg
+from dp_ros.nodes.msgs import msg_to_image, msg_to_pose, msg_to_trajectory, ns_to_time, time_to_ns, trajectory_to_msg
 from dp_ros.policy.config import PolicyConfig
+from dp_ros.policy.planner import Commitment
 from dp_ros.policy.worker import InferenceProcess
 
 WARN_THROTTLE_S = 1.0
@@ -52,7 +53,7 @@ class PolicyNode(Node):
         if "joints" in self.robot["obs_sources"].values():   # 100+ msgs/s the policy need not parse otherwise
             self.create_subscription(JointState, topics.ROBOT_JOINTS, self._on_joints, qos_profile_sensor_data)
         self.create_subscription(PoseStamped, topics.ROBOT_TCP_POSE, self._on_pose, qos_profile_sensor_data)
-        self.create_subscription(Header, topics.POLICY_REQUEST, self._on_request, 10)
+        self.create_subscription(MultiDOFJointTrajectory, topics.POLICY_REQUEST, self._on_request, 10)
 
         self.latencies = []        # request received -> chunk published, s
         self.compute_s = []        # the network alone, in the inference process
@@ -62,6 +63,7 @@ class PolicyNode(Node):
         self.fatal = ""
         self._request = threading.Event()
         self._request_t = None
+        self._committed = None
         self._running = True
         self.get_logger().info(f"policy ready on {info['device']}, {info['threads']} torch thread(s), priority: "
                                f"{info['priority']} (warm-up {info['warm_up_s']:.2f} s), "
@@ -93,7 +95,25 @@ class PolicyNode(Node):
 
     def _on_request(self, msg):
         self._request_t = time.perf_counter()
+        try:
+            times, poses = msg_to_trajectory(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f"request's committed path unreadable, sampling freely: {exc}",
+                                   throttle_duration_sec=WARN_THROTTLE_S)
+            times = []
+        # (path, when the request arrived): the path is frozen up to when the chunk can be back
+        self._committed = (times, poses, self.get_clock().now().nanoseconds) if len(times) else None
         self._request.set()
+
+    def _commitment(self):
+        """The request's committed path as the planner takes it, or None. Certain up to the
+        request's arrival + this node's recent request->chunk latency (90th percentile)."""
+        if self._committed is None:
+            return None
+        times, poses, received_ns = self._committed
+        recent = self.latencies[-20:] or [self.worker.info.get("warm_up_s", 0.0) / 2]
+        until = received_ns + int(float(np.percentile(recent, 90)) * 1e9)
+        return Commitment(times, poses, until, self.p["inpaint_soft_steps"])
 
     # --- inference thread
     def _inference_loop(self):
@@ -105,7 +125,7 @@ class PolicyNode(Node):
                 t_request = self._request_t or time.perf_counter()
                 try:
                     obs = self.buffer.build(self.get_clock().now().nanoseconds)
-                    times, poses, compute_s = self.worker.plan(obs)
+                    times, poses, compute_s = self.worker.plan(obs, self._commitment())
                 except (StaleObservation, ValueError) as exc:
                     self.failures += 1
                     self.last_error = str(exc)

@@ -18,7 +18,7 @@ RESNET_STAGES = (3, 4)
 
 # Keys added after checkpoints were first shipped, with the value that rebuilds those older
 # checkpoints exactly. A checkpoint lacking one of these still loads; any other gap is an error.
-ADDED_KEYS_OLD_VALUES: dict[str, Any] = {"resnet_stages": 4}
+ADDED_KEYS_OLD_VALUES: dict[str, Any] = {"resnet_stages": 4, "train_prefix_steps": 0}
 
 # Observation names become nn.Module names and safetensors keys: keep them plain identifiers.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -61,6 +61,10 @@ class PolicyConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "epsilon"
     clip_sample: bool = True
+    # Real-time chunking trained in: each training chunk gets a clean prefix of d ~ U{0..this}
+    # steps that is excluded from the loss, so the network learns to continue a given prefix
+    # (stitch: inpaint then feeds the committed path clean). 0 = off.
+    train_prefix_steps: int = 0
     # deployment
     control_frequency_hz: float = 10.0
 
@@ -135,6 +139,8 @@ class PolicyConfig:
         need(Ta <= Tp - To + 1,
              f"action_horizon ({Ta}) must be <= pred_horizon - obs_horizon + 1 ({Tp - To + 1})")
         need(self.cameras or self.lowdim_obs, "need at least one camera or low-dim observation")
+        need(0 <= self.train_prefix_steps < Tp,
+             f"train_prefix_steps must be in [0, pred_horizon) = [0, {Tp}), got {self.train_prefix_steps}")
         names = list(self.cameras) + list(self.lowdim_obs)
         for n in names:
             need(_NAME_RE.match(n) is not None,

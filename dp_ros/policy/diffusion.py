@@ -139,8 +139,16 @@ class DiffusionPolicy(nn.Module):
         t = (torch.randint(0, cfg.num_train_timesteps, (naction.shape[0],), device=self.device)
              if timesteps is None else timesteps.to(self.device))
         noisy = self.train_scheduler.add_noise(naction, noise, t)
-        pred = self._denoise(noisy, t, cond)
         target = noise if cfg.prediction_type == "epsilon" else naction
+        if cfg.train_prefix_steps > 0:
+            # a clean prefix of random length, given and not scored (see PolicyConfig)
+            d = torch.randint(0, cfg.train_prefix_steps + 1, (naction.shape[0], 1, 1), device=self.device)
+            given = torch.arange(cfg.pred_horizon, device=self.device).reshape(1, -1, 1) < d
+            noisy = torch.where(given, naction, noisy)
+            pred = self._denoise(noisy, t, cond)
+            scored = (~given).expand_as(pred).float()
+            return ((pred.float() - target.float()) ** 2 * scored).sum() / scored.sum().clamp(min=1.0)
+        pred = self._denoise(noisy, t, cond)
         return F.mse_loss(pred.float(), target.float())   # fp32 loss under autocast
 
     # --- inference ------------------------------------------------------------------------
@@ -154,9 +162,12 @@ class DiffusionPolicy(nn.Module):
 
         prefix (B, Tp, Da) unnormalised actions with prefix_weight (Tp,) in [0, 1]: inpainting
         (real-time chunking). Before every denoising step the sample is pulled toward the prefix
-        noised to that step's level, x <- w * noised(prefix) + (1 - w) * x, so the network fills
-        the free steps consistently with it; weight 1 freezes a step (it comes out equal to the
-        prefix), a weight between 0 and 1 only guides it, 0 leaves it free."""
+        noised to that step's level, x <- w * noised(prefix) + (1 - w) * x (replacement), so the
+        network fills the free steps consistently with it; weight 1 freezes a step (it comes out
+        equal to the prefix), a weight between 0 and 1 only pulls, 0 leaves it free. A network
+        trained with train_prefix_steps gets its frozen steps clean instead of noised, as in
+        training: replacement alone decides the free steps' mode at the noisiest steps, where
+        the noised prefix carries almost no signal, and the mode then often ignores it."""
         cfg = self.config
         cond = self.encode_obs(obs, latest=True)  # once, reused by every denoising step
         B = cond.shape[0]
@@ -173,6 +184,8 @@ class DiffusionPolicy(nn.Module):
             if known is not None:
                 noise = torch.randn(shape, generator=generator, device=gen_dev, dtype=cond.dtype).to(self.device)
                 x = w * self.train_scheduler.add_noise(known, noise, t.reshape(1)) + (1 - w) * x
+                if cfg.train_prefix_steps > 0:
+                    x = torch.where(w >= 1, known, x)
             out = self._denoise(x, t, cond)
             x = sched.step(out, t, x, generator=generator).prev_sample
         if known is not None:

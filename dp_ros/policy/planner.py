@@ -20,7 +20,7 @@ class Commitment:
     """What the executing plan has committed when a chunk is requested (real-time chunking): its
     path (the plan and the rest of its chunk's prediction, absolute times), the time until which
     it will certainly execute (the request time + the expected latency), and over how many steps
-    after that the new chunk is still guided toward it (0: only the certain part is frozen)."""
+    after that the new chunk is still pulled toward it (0: only the certain part is frozen)."""
     times_ns: np.ndarray
     poses: np.ndarray
     until_ns: int
@@ -77,9 +77,11 @@ class ChunkPlanner:
     def prefix_on_grid(self, committed, times):
         """The committed path at this chunk's step times, as actions, and each step's weight: 1 up
         to committed.until_ns (those execute before the chunk can arrive: frozen), then a linear
-        decay over the rest of the path when committed.soft_steps > 0 (guided), 0 beyond (free)."""
+        decay over the rest of the path when committed.soft_steps > 0 (guided), 0 beyond (free).
+        Steps before the path's start (observation times already past) hold its first pose, so
+        the frozen steps are always a prefix of the chunk, as a prefix-trained network saw them."""
         path = PoseTrajectory(committed.times_ns, committed.poses)
-        covered = (times >= path.start_ns) & (times <= path.end_ns)
+        covered = times <= path.end_ns
         weight = np.zeros(len(times))
         weight[covered & (times <= committed.until_ns)] = 1.0
         soft = np.nonzero(covered & (times > committed.until_ns))[0][:committed.soft_steps]

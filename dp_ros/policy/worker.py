@@ -52,21 +52,22 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_prior
         return
     while True:
         try:
-            obs = conn.recv()
+            request = conn.recv()
         except (EOFError, OSError):
             return                       # the node went away (closed, or killed: connection reset)
-        if obs is None:
+        if request is None:
             return
+        obs, committed = request
         t = time.perf_counter()
         try:
-            times, poses = planner.plan(obs)
+            times, poses = planner.plan(obs, committed=committed)
             conn.send(("ok", times, poses, time.perf_counter() - t))
         except Exception as exc:  # noqa: BLE001 - a bad observation fails one chunk, not the process
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class InferenceProcess:
-    """Parent side: start(), plan(obs) -> (times, poses, compute_s), close()."""
+    """Parent side: start(), plan(obs, committed=None) -> (times, poses, compute_s), close()."""
 
     def __init__(self, checkpoint, device: str = "auto", threads: int = 0, nice: int = 0, rt_priority: int = 0):
         """device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... resolved in the child,
@@ -114,12 +115,13 @@ class InferenceProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
 
-    def plan(self, obs):
-        """Blocking; ValueError for a failed chunk, InferenceError if the process is gone."""
+    def plan(self, obs, committed=None):
+        """Blocking; ValueError for a failed chunk, InferenceError if the process is gone.
+        committed: a planner.Commitment to inpaint (stitch inpaint), or None."""
         if not self.alive:
             raise InferenceError(f"inference process is not running (exit code {self._proc.exitcode})")
         try:
-            self._conn.send(obs)
+            self._conn.send((obs, committed))
         except (BrokenPipeError, OSError):
             raise InferenceError("inference process died") from None
         status, payload = self._recv()

@@ -37,7 +37,6 @@ class GraphMonitor:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
-        from std_msgs.msg import Header
         from std_srvs.srv import SetBool, Trigger
         from trajectory_msgs.msg import MultiDOFJointTrajectory
 
@@ -52,7 +51,7 @@ class GraphMonitor:
         n = self.node
         n.create_subscription(DiagnosticStatus, topics.SIM_TASK_STATE, self._on_task, 10)
         n.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diag, 50)
-        n.create_subscription(Header, topics.POLICY_REQUEST, self._on_request, 10)
+        n.create_subscription(MultiDOFJointTrajectory, topics.POLICY_REQUEST, self._on_request, 10)
         n.create_subscription(MultiDOFJointTrajectory, topics.POLICY_CHUNK, self._on_chunk, 10)
         self.trace = None
         if cameras:

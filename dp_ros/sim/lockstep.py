@@ -57,13 +57,8 @@ class LockstepEvaluator:
         from dp_ros.graph import deploy_graph, node_params
         from dp_ros.sim.world import SimWorld
 
-        if not (np.isfinite(delay_s) and delay_s >= 0):
-            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
         self.params = node_params(deploy_graph(True, checkpoint, config_file, seed=seed), config_file)
-        if stitch is not None:
-            self.params["action_scheduler_node"]["stitch"] = stitch
-        if inpaint_soft_steps is not None:
-            self.params["policy_node"]["inpaint_soft_steps"] = int(inpaint_soft_steps)
+        self.configure(delay_s, stitch, inpaint_soft_steps)
         if episode_timeout_s is not None:
             self.params["sim_world_node"]["episode_timeout_s"] = float(episode_timeout_s)
         self.torch = torch
@@ -71,12 +66,25 @@ class LockstepEvaluator:
         self.planner = ChunkPlanner.from_checkpoint(checkpoint, self.device)
         self.cfg = self.planner.cfg
         self.world = SimWorld.from_params(self.params["sim_world_node"])
-        self.delay_ns = int(round(delay_s * 1e9))
         self.tick_ns = int(round(1e9 / self.params["ur5_servo_node"]["rate_hz"]))
         self.publish_ns = int(round(1e9 / self.params["action_scheduler_node"]["publish_rate_hz"]))
         self.frame_ns = int(round(1e9 / self.params["sim_world_node"]["camera_fps"]))
         self.sampling_seed = int(sampling_seed)
         self.sources = self.planner.robot["obs_sources"]
+
+    def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None):
+        """Settings that may change between runs of one evaluator (the model stays loaded)."""
+        from dp_ros.core.parameters import NODE_PARAMETERS
+
+        if not (np.isfinite(delay_s) and delay_s >= 0):
+            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
+        self.delay_ns = int(round(delay_s * 1e9))
+        if stitch is not None:
+            self.params["action_scheduler_node"]["stitch"] = NODE_PARAMETERS["action_scheduler_node"]["stitch"] \
+                .check("stitch", stitch)
+        if inpaint_soft_steps is not None:
+            self.params["policy_node"]["inpaint_soft_steps"] = NODE_PARAMETERS["policy_node"]["inpaint_soft_steps"] \
+                .check("inpaint_soft_steps", int(inpaint_soft_steps))
 
     @property
     def stitch(self) -> str:
@@ -228,7 +236,7 @@ class LockstepEvaluator:
         summary = summarize(results)
         summary.update(boundary_stats(traces, self.tick_ns * 1e-9, 1.0 / self.cfg.control_frequency_hz))
         summary.update(mode="lockstep", delay_ms=round(self.delay_ns * 1e-6, 1), stitch=self.stitch,
-                       episodes=results)
+                       inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"], episodes=results)
         return summary
 
 

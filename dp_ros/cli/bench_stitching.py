@@ -1,0 +1,88 @@
+"""`dp-ros bench stitching`: how each way of joining chunks copes with inference latency.
+
+For every stitch mode and injected delay, the lockstep evaluator (dp_ros.sim.lockstep) runs the
+same held-out episodes with the world running on for `delay` while each chunk is computed, and
+the bench prints one JSON: per mode and delay the success rate, mean max coverage, the largest
+acceleration of the waypoint path where chunks join and of the servo command after a junction,
+its largest jerk, and the mean distance between the old plan and the new chunk over their
+overlap. A mode is `blend`, `ensemble`, `none` or `inpaint`, the last optionally with guided
+overlap steps: `inpaint:4`. The episodes and sampling seeds are the same for every cell, so the
+cells differ only by mode and delay.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dp_ros.cli.eval import EVAL_SEED
+from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
+
+FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "command_boundary_acc_max",
+           "command_boundary_jerk_max", "overlap_distance_mean")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dp-ros bench stitching", description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped model)")
+    ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
+    ap.add_argument("--delays", default="0,100,200,300,400", help="injected inference delays, ms")
+    ap.add_argument("--modes", default="none,blend,ensemble,inpaint,inpaint:4",
+                    help="stitch modes; inpaint:K = K guided overlap steps")
+    ap.add_argument("--episodes", type=int, default=20, help="episodes per mode and delay")
+    ap.add_argument("--seed", type=int, default=EVAL_SEED)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    add_progress_flag(ap)
+    return ap
+
+
+def parse_mode(text: str) -> tuple[str, int | None]:
+    name, _, soft = text.partition(":")
+    if soft and name != "inpaint":
+        raise ValueError(f"only inpaint takes guided steps (inpaint:K), got {text!r}")
+    return name, (int(soft) if soft else None)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from dp_ros.cli.bench_pipeline import _cpu_name
+    from dp_ros.graph import default_checkpoint
+    from dp_ros.sim.lockstep import LockstepEvaluator
+
+    try:
+        delays = [float(d) for d in args.delays.split(",") if d.strip()]
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        parsed = [parse_mode(m) for m in modes]
+        evaluator = LockstepEvaluator(args.checkpoint or default_checkpoint(), args.config, device=args.device,
+                                      seed=args.seed)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"[dp-ros bench stitching] ERROR: {exc}", file=sys.stderr)
+        return 2
+    default_soft = evaluator.params["policy_node"]["inpaint_soft_steps"]
+    bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
+                       desc="episodes", unit="ep")
+    results = {}
+    t0 = time.monotonic()
+    with bar:
+        for label, (stitch, soft) in zip(modes, parsed):
+            results[label] = {}
+            for delay_ms in delays:
+                evaluator.configure(delay_ms * 1e-3, stitch, default_soft if soft is None else soft)
+                summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
+                results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
+                echo(f"[bench stitching] {label:>10} delay {delay_ms:>4g} ms: "
+                     + " ".join(f"{k}={summary[k]}" for k in FIGURES), file=sys.stderr)
+    out = {"bench": "stitching", "checkpoint": str(args.checkpoint or default_checkpoint()),
+           "episodes": args.episodes, "seed": args.seed, "machine": _cpu_name(),
+           "wall_s": round(time.monotonic() - t0, 1), "results": results}
+    text = json.dumps(out)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
