@@ -26,7 +26,8 @@ TOP_LEVEL = ("name",) + SECTIONS
 DATA_DERIVED = ("action_dim", "lowdim_obs", "cameras", "crop", "control_frequency_hz")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 WEIGHTS_DTYPES = ("float32", "float16")
-EVAL_METRICS = ("action_mse", "action_mse_executed", "loss")
+EVAL_METRICS = ("action_mse", "action_mse_executed", "loss")          # lower is better
+ROLLOUT_METRICS = ("rollout_mean_max_coverage", "rollout_success_rate")   # higher is better
 
 
 class ConfigError(ValueError):
@@ -70,11 +71,17 @@ class TrainingConfig:
     eval_batches: int = 4                # offline eval: eval_batches * eval_batch_size windows
     eval_batch_size: int | None = None   # None: batch_size
     plot_samples: int = 4                # action chunks drawn into TensorBoard at eval
+    # Lockstep rollouts in the sim task (dp_ros.sim.lockstep) at every rollout_every-th step (a
+    # multiple of eval_every; 0 = off): the score that can choose best/ (checkpoint.best_metric).
+    rollout_every: int = 0
+    rollout_episodes: int = 10
+    rollout_seed: int = 200_000          # world seeds seed+1.. : apart from recording (0) and eval (100000)
+    rollout_timeout_s: float | None = None   # episode limit; None: the deploy config's
 
 
 @dataclass
 class CheckpointConfig:
-    best_metric: str = "action_mse"      # one of EVAL_METRICS (lower is better)
+    best_metric: str = "action_mse"      # one of EVAL_METRICS (lower is better) or ROLLOUT_METRICS (higher)
     save_best: bool = True
     weights_dtype: str = "float32"       # float16 halves model.safetensors (loads into fp32)
     best_training_state: bool = False    # resume state is always in last/; best/ is for deploying
@@ -342,8 +349,14 @@ def validate(cfg: TrainConfig) -> None:
              f"training.lr_scheduler must be one of {names}, got {t.lr_scheduler!r}")
     except ImportError:   # diffusers is a hard dependency of training; the trainer will say so
         pass
-    need(c.best_metric in EVAL_METRICS,
-         f"checkpoint.best_metric must be one of {EVAL_METRICS}, got {c.best_metric!r}")
+    need(c.best_metric in EVAL_METRICS + ROLLOUT_METRICS,
+         f"checkpoint.best_metric must be one of {EVAL_METRICS + ROLLOUT_METRICS}, got {c.best_metric!r}")
+    need(t.rollout_every >= 0 and t.rollout_episodes >= 1, "training.rollout_every must be >= 0, "
+         "training.rollout_episodes >= 1")
+    need(t.rollout_every % t.eval_every == 0 if t.eval_every >= 1 else True,
+         f"training.rollout_every ({t.rollout_every}) must be a multiple of training.eval_every ({t.eval_every})")
+    need(c.best_metric not in ROLLOUT_METRICS or t.rollout_every > 0,
+         f"checkpoint.best_metric={c.best_metric} needs rollouts: set training.rollout_every")
     need(c.weights_dtype in WEIGHTS_DTYPES,
          f"checkpoint.weights_dtype must be one of {WEIGHTS_DTYPES}, got {c.weights_dtype!r}")
     if errors:

@@ -35,7 +35,7 @@ from dp_ros.train.checkpointing import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FIL
                                         TRAINING_STATE_VERSION, checkpoint_dir, default_run_dir,
                                         deploy_model, git_info, holds_run, load_resume_state,
                                         truncate_metrics)
-from dp_ros.train.config import ConfigError, TrainConfig, resolve_policy_config
+from dp_ros.train.config import ROLLOUT_METRICS, ConfigError, TrainConfig, resolve_policy_config
 from dp_ros.train.data import (SeededBatchSampler, fit_normalizer, inspect_data,
                                make_train_loader, make_train_val_sets)
 from dp_ros.train.distributed import info, init_distributed
@@ -241,11 +241,35 @@ class Trainer:
                                training_state=self.training_state(rng) if with_state else None)
 
     # --- eval -------------------------------------------------------------------------------
+    def rollout_due(self) -> bool:
+        t = self.cfg.training
+        return t.rollout_every > 0 and (self.step % t.rollout_every == 0 or self.step == t.max_steps)
+
+    def rollout(self) -> dict | None:
+        """Lockstep rollouts of the EMA model in the sim task, through the deployed loading path:
+        it is saved as checkpoints/rollout/ and evaluated from there (collective save; rank 0 runs)."""
+        from dp_ros.sim.lockstep import LockstepEvaluator
+
+        t = self.cfg.training
+        path = self.save("rollout")
+        if not self.is_main:
+            return None
+        start = time.perf_counter()
+        evaluator = LockstepEvaluator(path, device=str(self.device), seed=t.rollout_seed,
+                                      episode_timeout_s=t.rollout_timeout_s)
+        s = evaluator.evaluate(t.rollout_episodes)
+        info(f"step {self.step}: lockstep rollouts {s['success_rate']:.0%} success, mean max coverage "
+             f"{s['mean_max_coverage']:.3f} ({t.rollout_episodes} episodes, {time.perf_counter() - start:.0f} s)")
+        return {"rollout/success_rate": s["success_rate"], "rollout/mean_max_coverage": s["mean_max_coverage"],
+                "rollout/mean_final_coverage": s["mean_final_coverage"]}
+
     def evaluate(self) -> dict | None:
-        """Offline eval of the EMA model on rank 0; saves best/ when the metric improved."""
+        """Offline eval of the EMA model on rank 0 (and lockstep rollouts when due); saves best/
+        when the chosen metric improved: lower action MSE / loss, or higher rollout score."""
         t, c = self.cfg.training, self.cfg.checkpoint
         improved = False
         metrics = None
+        rollout = self.rollout() if self.rollout_due() else None
         if self.is_main:
             split, ds = ("val", self.val_set) if self.val_set is not None else \
                 ("train", self.train_set)
@@ -254,14 +278,21 @@ class Trainer:
                                   n_samples=t.plot_samples)
             metrics = {f"{split}/{k}": res[k] for k in ("action_mse", "action_mse_executed",
                                                         "loss")}
+            metrics.update(rollout or {})
             self.last_metrics = {"step": self.step, "split": split, **metrics,
                                  "n_windows": res["n_windows"]}
-            value = res[c.best_metric]
-            if self.best_value is None or value < self.best_value:
+            if c.best_metric in ROLLOUT_METRICS:   # higher is better, known at rollout steps only
+                value = None if rollout is None else rollout[c.best_metric.replace("rollout_", "rollout/", 1)]
+                better = value is not None and (self.best_value is None or value > self.best_value)
+            else:
+                value = res[c.best_metric]
+                better = self.best_value is None or value < self.best_value
+            if better:
                 self.best_value, self.best_step = value, self.step
                 improved = True
-            self._log({"step": self.step, "epoch": self.epoch, **metrics,
-                       f"{split}/best_{c.best_metric}": self.best_value})
+            best_key = c.best_metric.replace("rollout_", "rollout/best_", 1) if c.best_metric in ROLLOUT_METRICS \
+                else f"{split}/best_{c.best_metric}"
+            self._log({"step": self.step, "epoch": self.epoch, **metrics, best_key: self.best_value})
             if res.get("samples") is not None:
                 write_eval_images(self.writer, res["samples"], self.policy_cfg, self.step)
         if self.dist.broadcast_from_main(improved) and c.save_best:
