@@ -62,8 +62,8 @@ class PolicyConfig:
     prediction_type: str = "epsilon"
     clip_sample: bool = True
     # Real-time chunking trained in: each training chunk gets a clean prefix of d ~ U{0..this}
-    # steps that is excluded from the loss, so the network learns to continue a given prefix
-    # (stitch: inpaint then feeds the committed path clean). 0 = off.
+    # steps, marked in an extra input channel and excluded from the loss, so the network learns to
+    # continue a given prefix (stitch: inpaint then feeds the committed path clean). 0 = off.
     train_prefix_steps: int = 0
     # deployment
     control_frequency_hz: float = 10.0
@@ -141,6 +141,7 @@ class PolicyConfig:
         need(self.cameras or self.lowdim_obs, "need at least one camera or low-dim observation")
         need(0 <= self.train_prefix_steps < Tp,
              f"train_prefix_steps must be in [0, pred_horizon) = [0, {Tp}), got {self.train_prefix_steps}")
+        need(not self.train_prefix_steps or self.backbone == "unet", "train_prefix_steps needs backbone unet")
         names = list(self.cameras) + list(self.lowdim_obs)
         for n in names:
             need(_NAME_RE.match(n) is not None,

@@ -42,8 +42,10 @@ class DiffusionPolicy(nn.Module):
         self.obs_encoder = ObsEncoder(config)
         feat = self.obs_encoder.feature_dim
         if config.backbone == "unet":
+            # a prefix-trained network also sees which steps are given (clean): one more channel
             self.noise_net = ConditionalUnet1D(
-                input_dim=config.action_dim, global_cond_dim=feat * config.obs_horizon,
+                input_dim=config.action_dim + (1 if config.train_prefix_steps else 0),
+                output_dim=config.action_dim, global_cond_dim=feat * config.obs_horizon,
                 diffusion_step_embed_dim=config.diffusion_step_embed_dim,
                 down_dims=config.down_dims, kernel_size=config.kernel_size,
                 n_groups=config.n_groups)
@@ -116,7 +118,11 @@ class DiffusionPolicy(nn.Module):
         obs = {k: (v[:, -To:] if latest else v[:, :To]) for k, v in obs.items()}
         return self.obs_encoder(obs)
 
-    def _denoise(self, noisy, t, cond):
+    def _denoise(self, noisy, t, cond, given=None):
+        """given: (B or 1, Tp, 1) bool, the steps given clean (prefix-trained networks only)."""
+        if self.config.train_prefix_steps:
+            mask = torch.zeros_like(noisy[..., :1]) if given is None else given.to(noisy.dtype).expand_as(noisy[..., :1])
+            noisy = torch.cat([noisy, mask], dim=-1)
         if self.config.backbone == "unet":
             return self.noise_net(noisy, t, global_cond=cond.flatten(1))
         return self.noise_net(noisy, t, cond)
@@ -145,7 +151,7 @@ class DiffusionPolicy(nn.Module):
             d = torch.randint(0, cfg.train_prefix_steps + 1, (naction.shape[0], 1, 1), device=self.device)
             given = torch.arange(cfg.pred_horizon, device=self.device).reshape(1, -1, 1) < d
             noisy = torch.where(given, naction, noisy)
-            pred = self._denoise(noisy, t, cond)
+            pred = self._denoise(noisy, t, cond, given)
             scored = (~given).expand_as(pred).float()
             return ((pred.float() - target.float()) ** 2 * scored).sum() / scored.sum().clamp(min=1.0)
         pred = self._denoise(noisy, t, cond)
@@ -186,7 +192,7 @@ class DiffusionPolicy(nn.Module):
                 x = w * self.train_scheduler.add_noise(known, noise, t.reshape(1)) + (1 - w) * x
                 if cfg.train_prefix_steps > 0:
                     x = torch.where(w >= 1, known, x)
-            out = self._denoise(x, t, cond)
+            out = self._denoise(x, t, cond, None if known is None else w >= 1)
             x = sched.step(out, t, x, generator=generator).prev_sample
         if known is not None:
             frozen = w >= 1

@@ -86,7 +86,7 @@ class ConditionalUnet1D(nn.Module):
 
     def __init__(self, input_dim: int, global_cond_dim: int, diffusion_step_embed_dim: int = 128,
                  down_dims=(256, 512, 1024), kernel_size: int = 5, n_groups: int = 8,
-                 cond_predict_scale: bool = True):
+                 cond_predict_scale: bool = True, output_dim: int | None = None):
         super().__init__()
         dims = [input_dim, *down_dims]
         dsed = diffusion_step_embed_dim
@@ -117,7 +117,7 @@ class ConditionalUnet1D(nn.Module):
             ]))
         self.final = nn.Sequential(
             Conv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
-            nn.Conv1d(down_dims[0], input_dim, 1))
+            nn.Conv1d(down_dims[0], input_dim if output_dim is None else output_dim, 1))
 
     def forward(self, sample: torch.Tensor, timestep, global_cond: torch.Tensor | None = None):
         x = sample.transpose(1, 2)  # B, C, T for Conv1d
