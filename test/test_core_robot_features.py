@@ -48,3 +48,16 @@ def test_check_fixed_pose_names_height_and_orientation():
     assert " and " in check_fixed_pose(fixed, both, 0.02, np.radians(10))
     with pytest.raises(ValueError):
         check_fixed_pose(fixed, [0.5, 0, 0.05, 0, 0, 0, 0], 0.02, 0.2)     # no measured orientation
+
+
+def test_fixed_pose_problem_checks_what_the_action_space_does_not_command():
+    from dp_ros.core.robot_features import fixed_pose_problem
+    down = [1.0, 0.0, 0.0, 0.0]
+    fixed = [0.5, 0.0, 0.05, *down]
+    high = [0.5, 0.0, 0.25, *down]                     # tool 20 cm above the fixed height
+    spec = {"fixed_pose": fixed}
+    assert "height" in fixed_pose_problem({**spec, "action_space": "xy"}, high, 0.02, 0.17)
+    assert fixed_pose_problem({**spec, "action_space": "xyz"}, high, 0.02, 0.17) is None   # z is commanded
+    tilted = [0.5, 0.0, 0.05, 0.9659258, 0.0, 0.2588190, 0.0]   # 30 deg from tool-down
+    assert "orientation" in fixed_pose_problem({**spec, "action_space": "xyz"}, tilted, 0.02, 0.17)
+    assert fixed_pose_problem({**spec, "action_space": "xyz_rotvec"}, tilted, 0.02, 0.17) is None

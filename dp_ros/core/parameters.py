@@ -92,6 +92,10 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
                                range=(0, 1024)),
         "inference_nice": Param(int, "nice value of the inference process (negative needs CAP_SYS_NICE)",
                                 range=(-20, 19)),
+        "fixed_pose_max_height_m": Param(float, "a planar (xy) checkpoint's fixed height this far from the measured "
+                                               "tool height: no chunk (m)", range=(0.0, 10.0)),
+        "fixed_pose_max_angle_rad": Param(float, "a planar or xyz checkpoint's fixed orientation this far from the "
+                                                 "measured one: no chunk (rad)", range=(0.0, 3.2)),
         "inpaint_soft_steps": Param(int, "stitch inpaint: steps after the certainly executed part over which a "
                                          "new chunk is still guided toward the committed path (weight "
                                          "decaying linearly); 0 = freeze only what executes before arrival",

@@ -103,3 +103,13 @@ def check_fixed_pose(fixed_pose, measured_pose, max_height_m: float, max_angle_r
         return None
     return ("the checkpoint's fixed pose " + " and ".join(reasons) +
             "; convert with --fixed-pose (or from bags recorded on this cell) or move the tool there first")
+
+
+def fixed_pose_problem(robot: dict, measured_pose, max_height_m: float, max_angle_rad: float) -> str | None:
+    """check_fixed_pose for a checkpoint's robot spec: "xy" takes height and orientation from its
+    fixed pose, "xyz" only the orientation, "xyz_rotvec" nothing (None then)."""
+    kind = robot["action_space"]
+    if kind == "xyz_rotvec":
+        return None
+    return check_fixed_pose(robot["fixed_pose"], measured_pose,
+                            max_height_m if kind == "xy" else float("inf"), max_angle_rad)

@@ -19,7 +19,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
 from dp_ros.core.obs_buffer import ObservationBuffer, StaleObservation, fit_frame
-from dp_ros.core.robot_features import feature
+from dp_ros.core.robot_features import feature, fixed_pose_problem
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_image, msg_to_pose, msg_to_trajectory, ns_to_time, time_to_ns, trajectory_to_msg
 from dp_ros.policy.config import PolicyConfig
@@ -64,6 +64,7 @@ class PolicyNode(Node):
         self._request = threading.Event()
         self._request_t = None
         self._committed = None
+        self._measured = None
         self._running = True
         self.get_logger().info(f"policy ready on {info['device']}, {info['threads']} torch thread(s), priority: "
                                f"{info['priority']} (warm-up {info['warm_up_s']:.2f} s), "
@@ -90,6 +91,7 @@ class PolicyNode(Node):
         pose = msg_to_pose(msg)
         if not np.all(np.isfinite(pose)):
             return
+        self._measured = pose
         values = {k: feature(src, pose, self._joints) for k, src in self.robot["obs_sources"].items()}
         self.buffer.add_state(time_to_ns(msg.header.stamp), values)
 
@@ -125,6 +127,13 @@ class PolicyNode(Node):
                 t_request = self._request_t or time.perf_counter()
                 try:
                     obs = self.buffer.build(self.get_clock().now().nanoseconds)
+                    # a planar checkpoint would drive the tool to its fixed height / orientation
+                    if self._measured is None:
+                        raise StaleObservation("no measured TCP pose yet")
+                    problem = fixed_pose_problem(self.robot, self._measured, self.p["fixed_pose_max_height_m"],
+                                                 self.p["fixed_pose_max_angle_rad"])
+                    if problem:
+                        raise ValueError(problem)
                     times, poses, compute_s = self.worker.plan(obs, self._commitment())
                 except (StaleObservation, ValueError) as exc:
                     self.failures += 1

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dp_ros.core.obs_buffer import ObservationBuffer, StaleObservation, fit_frame
-from dp_ros.core.robot_features import feature
+from dp_ros.core.robot_features import feature, fixed_pose_problem
 from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.core.servo_controller import Action, ServoController
 from dp_ros.policy.planner import ChunkPlanner, Commitment
@@ -161,6 +161,11 @@ class LockstepEvaluator:
                 scheduler.mark_requested(now)
                 try:
                     obs = buffer.build(now)
+                    problem = fixed_pose_problem(self.planner.robot, world.tcp_pose(),
+                                                 self.params["policy_node"]["fixed_pose_max_height_m"],
+                                                 self.params["policy_node"]["fixed_pose_max_angle_rad"])
+                    if problem:
+                        raise ValueError(problem)
                     t0 = time.perf_counter()
                     times, poses = self.planner.plan(obs, generator=generator,
                                                      committed=self._commitment(scheduler, now))
