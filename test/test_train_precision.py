@@ -39,7 +39,7 @@ def test_cpu_flags_and_model_from_cpuinfo_text():
 def test_auto_without_amx_is_fp32(flags):
     p = resolve_precision("auto", "cpu", flags=flags)
     assert p.name == "no" and p.dtype is None and not p.channels_last
-    assert "without AMX" in p.reason and "no (" in p.describe()
+    assert "without AMX or AVX512-BF16" in p.reason and "no (" in p.describe()
 
 
 def test_auto_with_amx_is_bf16_channels_last():
@@ -50,10 +50,11 @@ def test_auto_with_amx_is_bf16_channels_last():
     assert resolve_precision("auto", "cpu", flags=CPUINFO).name == "bf16"   # whole file
 
 
-def test_auto_with_avx512_bf16_only_for_image_policies():
-    assert resolve_precision("auto", "cpu", flags=ZEN4, has_cameras=True).name == "bf16"
+def test_auto_with_avx512_bf16_without_amx_is_bf16():
+    p = resolve_precision("auto", "cpu", flags=ZEN4)
+    assert p.name == "bf16" and p.channels_last and "AVX512-BF16, no AMX" in p.reason
     low = resolve_precision("auto", "cpu", flags=ZEN4, has_cameras=False)
-    assert low.name == "no" and "low-dim" in low.reason
+    assert low.name == "bf16" and not low.channels_last     # no encoder to lay out
 
 
 def test_explicit_modes():

@@ -40,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--precisions", default="fp32,auto",
                     help="comma list of fp32, bf16, auto (auto: what the trainer would pick; "
-                         "measured once if it is one already listed)")
+                         "measured once if it is one already listed); a suffix /nhwc or /nchw "
+                         "sets that entry's encoder memory format (e.g. bf16/nchw,bf16/nhwc)")
     ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                     help="vision encoder memory format: as the trainer picks, or forced")
     ap.add_argument("--synthetic", action="store_true",
@@ -178,9 +179,12 @@ def time_round_robin(trainers: dict, steps: int, warmup: int, n_batches: int = 4
 
 def bench(args) -> dict:
     names = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    bad = [p for p in names if p not in PRECISIONS]
+    fmt = {n: {"nhwc": "on", "nchw": "off"}.get(n.partition("/")[2], "?") if "/" in n
+           else args.channels_last for n in names}
+    bad = [p for p in names if p.partition("/")[0] not in PRECISIONS or fmt[p] == "?"]
     if bad:
-        raise SystemExit(f"--precisions: unknown {bad}; choose from {list(PRECISIONS)}")
+        raise SystemExit(f"--precisions: unknown {bad}; choose from {list(PRECISIONS)}, "
+                         f"optionally with /nhwc or /nchw")
     over = [*args.overrides, "training.num_workers=0"]   # batches are drawn before timing
     out: dict = {"config": args.config, "overrides": list(args.overrides), "steps": args.steps,
                  "warmup": args.warmup}
@@ -190,18 +194,19 @@ def bench(args) -> dict:
         extra, out["data"] = data_overrides(args.config, over, tmp, args.synthetic)
         over += extra
         # auto last, so that where it picks what another name already runs it is not re-run.
-        order = sorted(dict.fromkeys(names), key=lambda n: n == "auto")
+        order = sorted(dict.fromkeys(names), key=lambda n: n.startswith("auto"))
         trainers, modes = {}, {}
         for name in order:
-            trainer = make_trainer(args.config, over, PRECISIONS[name], tmp / f"run_{name}")
+            mode = PRECISIONS[name.partition("/")[0]]
+            trainer = make_trainer(args.config, over, mode, tmp / f"run_{len(trainers)}")
             ran = NAME_OF[trainer.precision.name]
-            cl = set_channels_last(trainer, args.channels_last)
+            cl = set_channels_last(trainer, fmt[name])
             has_cameras = bool(trainer.policy_cfg.cameras)
             out.setdefault("batch_size", trainer.cfg.training.batch_size)
             out.setdefault("params_M", round(sum(p.numel() for p in trainer.policy.parameters())
                                              / 1e6, 2))
             out.setdefault("device", str(trainer.device))
-            if name == "auto":
+            if name.startswith("auto"):
                 out["auto"] = {"picks": ran, "channels_last": cl,
                                "reason": trainer.precision.reason}
                 if (ran, cl) in modes.values():   # measured under its own name
@@ -226,8 +231,9 @@ def bench(args) -> dict:
                               else "cpu", has_cameras=has_cameras)
         out["auto"] = {"picks": NAME_OF[p.name], "channels_last": p.channels_last,
                        "reason": p.reason}
-    if "fp32" in results:
-        base = results["fp32"]["s_per_step"]
+    fp32 = [n for n in out["results"] if out["results"][n]["mixed_precision"] == "fp32"]
+    if fp32:    # relative to the first fp32 entry (as listed)
+        base = out["results"][fp32[0]]["s_per_step"]
         out["speedup_vs_fp32"] = {k: round(base / r["s_per_step"], 3)
                                   for k, r in out["results"].items()}
     return out

@@ -1,15 +1,15 @@
 """Which precision a training step runs in (`training.mixed_precision`), and what the CPU can do.
 
 CUDA: `auto` is bf16 where the GPU supports it, else fp16 with a GradScaler.
-CPU: bf16 autocast only pays where the CPU multiplies bf16 natively. With Intel AMX
+CPU: bf16 autocast pays only where the CPU multiplies bf16 natively. With Intel AMX
 (`amx_bf16` in /proc/cpuinfo) the issue measured 2.4 TFLOP/s bf16 against 0.40 fp32 and a Push-T
-image step 0.43 s -> 0.29 s (0.24 s with a channels_last encoder), so `auto` is bf16 there.
-AVX512-BF16 without AMX (AMD Zen 4, Intel Cooper Lake) speeds up the image encoder's 2-D
-convolutions (Push-T image step 0.69 s -> 0.36 s on an AMD EPYC) but slows the low-dim U-Net's
-1-D convolutions, so there `auto` is bf16 only for policies with cameras. `bf16` asks for it on
-any CPU; `no` is fp32. Under bf16 on the CPU the vision encoder runs channels_last (NHWC), which
-helped bf16 (0.41 -> 0.36 s) and did nothing measurable for fp32. Figures: README, "Training
-speed on the CPU"; `dp-ros bench train` measures a config.
+image step 0.43 s -> 0.29 s (0.24 s with a channels_last encoder). AVX512-BF16 without AMX (AMD
+Zen 4, Intel Cooper Lake) also pays: on an AMD EPYC the Push-T image step ran 1.41 s -> 0.76 s
+and a low-dim U-Net step 1.2x faster. Without either, bf16 is emulated: the same image step took
+18 s instead of 1.4 s (oneDNN limited to AVX2). So `auto` is bf16 with AMX or AVX512-BF16 and
+fp32 otherwise; `bf16` asks for it on any CPU; `no` is fp32. Under bf16 on the CPU the vision
+encoder runs channels_last (NHWC): bf16 0.85 -> 0.76 s, while fp32 gained nothing (1.41 vs
+1.47 s). Figures: README, "Training speed on the CPU"; `dp-ros bench train` measures a config.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import platform
 from dataclasses import dataclass
 
 CPUINFO = "/proc/cpuinfo"
-# Flags that make `auto` choose bf16 on a CPU whatever the policy; AVX512-BF16 only with cameras.
-CPU_BF16_FLAGS = ("amx_bf16",)
+# CPU flags with native bf16 dot products: `auto` chooses bf16 on a CPU that has one.
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def resolve_precision(mode: str, device_type: str, flags=None, cuda_bf16: bool |
     """mode (auto|no|bf16|fp16) on a device type -> the Precision that runs.
     flags: CPU flags (a set, a 'flags : ...' line / /proc/cpuinfo text, or a bare space-separated
     string; None: this machine's). cuda_bf16: whether the GPU supports bf16 (None: ask torch).
-    has_cameras: the policy has an image encoder (decides `auto` on AVX512-BF16 CPUs).
+    has_cameras: the policy has an image encoder (channels_last applies to it).
     ValueError for fp16 on a CPU."""
     if mode not in ("auto", "no", "bf16", "fp16"):
         raise ValueError(f"mixed precision {mode!r}: expected auto, no, bf16 or fp16")
@@ -117,20 +117,17 @@ def resolve_precision(mode: str, device_type: str, flags=None, cuda_bf16: bool |
         flags = cpu_flags()
     if mode == "no":
         return Precision("no", mode, "asked for fp32")
-    amx = cpu_bf16_fast(flags)
-    avx = "avx512_bf16" in flags
+    amx = "amx_bf16" in flags
+    native = cpu_bf16_fast(flags)
     if mode == "bf16":
         why = ("asked for; CPU with AMX" if amx else
-               "asked for; CPU with AVX512-BF16, no AMX" if avx else
-               "asked for; CPU without native bf16: emulated, expect it slower")
+               "asked for; CPU with AVX512-BF16, no AMX" if native else
+               "asked for; CPU without native bf16: emulated, expect it much slower")
         return Precision("bf16", mode, why, channels_last=has_cameras)
     if amx:
         return Precision("bf16", mode, "CPU with AMX: native bf16 matmul",
                          channels_last=has_cameras)
-    if avx and has_cameras:
-        return Precision("bf16", mode, "CPU with AVX512-BF16, no AMX: faster for the image "
-                                       "encoder's convolutions", channels_last=True)
-    if avx:
-        return Precision("no", mode, "CPU with AVX512-BF16 but no AMX, low-dim policy: bf16 "
-                                     "would be slower")
+    if native:
+        return Precision("bf16", mode, "CPU with AVX512-BF16, no AMX: native bf16 dot "
+                                       "products, measured faster", channels_last=has_cameras)
     return Precision("no", mode, "CPU without AMX or AVX512-BF16: bf16 would be slower")
