@@ -81,7 +81,7 @@ def cpu_capabilities(flags: set[str] | None = None) -> dict:
             "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags}
 
 
-def cpu_bf16_fast(flags) -> bool:
+def cpu_has_native_bf16(flags) -> bool:
     return any(f in flags for f in CPU_BF16_FLAGS)
 
 
@@ -118,7 +118,7 @@ def resolve_precision(mode: str, device_type: str, flags=None, cuda_bf16: bool |
     if mode == "no":
         return Precision("no", mode, "asked for fp32")
     amx = "amx_bf16" in flags
-    native = cpu_bf16_fast(flags)
+    native = cpu_has_native_bf16(flags)
     if mode == "bf16":
         why = ("asked for; CPU with AMX" if amx else
                "asked for; CPU with AVX512-BF16, no AMX" if native else
