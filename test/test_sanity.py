@@ -115,3 +115,12 @@ def test_sanity_multimodal_command(tmp_path):
         assert s["bad_rate"] <= 0.02  # switched or through the obstacle
     # Contrast figure: the regressor averages the modes and goes through the obstacle.
     assert res["regression_baseline"]["through_obstacle_rate"] >= 0.9
+    # Real-time chunking, reported: chunks resampled around a frozen prefix of each mode; the
+    # frozen waypoints come out as given (how many keep the mode is a figure, not a pass: see
+    # dp_ros/sanity/multimodal.py).
+    rtc = dp["with_frozen_prefix"]
+    assert len(rtc["per_case"]) == 6
+    for case in rtc["per_case"]:
+        assert "error" not in case, case
+        assert case["prefix_max_error"] < 1e-5, case
+        assert 0.0 <= case["other_side_fraction"] <= 1.0
