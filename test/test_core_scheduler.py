@@ -274,3 +274,40 @@ def test_unstreamed_late_waypoints_are_counted_once():
     assert s2.stats["waypoints_dropped_stale"] == 3 + planned
     s2.waypoints(T0 + 2 * 10**10)
     assert s2.stats["waypoints_dropped_stale"] == 3 + planned
+
+
+def test_inpaint_requests_carry_the_plan_and_its_chunks_tail_while_it_reaches_now():
+    s = sched(stitch="inpaint")
+    t, p = s.committed_path(T0)
+    assert len(t) == 0                                  # no plan: nothing committed
+    times, poses = chunk(T0)
+    now = T0 + 120 * MS
+    assert s.on_chunk(times, poses, now)
+    t, p = s.committed_path(now)
+    # the plan (Ta waypoints after now + latency) continued by the rest of the chunk's prediction
+    kept = times[times > now + LAT_NS][:TA]
+    assert t[0] == kept[0] and t[-1] == times[-1]
+    np.testing.assert_allclose(p, path(t), atol=1e-12)
+    assert len(s.committed_path(int(kept[-1]) - LAT_NS)[0]) > 0       # plan still reaches now: committed
+    assert len(s.committed_path(int(kept[-1]) - LAT_NS + 1)[0]) == 0  # ran out before now: nothing
+    b = sched(stitch="blend")
+    b.on_chunk(times, poses, now)
+    assert len(b.committed_path(now)[0]) == 0          # only inpaint sends it
+
+
+def test_inpaint_blends_only_the_residual_offset_in():
+    # A chunk that continues the plan (as an inpainted one does) is taken unchanged; a residual
+    # offset is blended in from the old path as in "blend", so the first new waypoint never jumps.
+    s = sched(stitch="inpaint")
+    times, poses = chunk(T0)
+    s.on_chunk(times, poses, T0 + 120 * MS)
+    t2 = T0 + 5 * DT_NS
+    now = t2 + 120 * MS
+    times2, poses2 = chunk(t2)
+    assert s.on_chunk(times2, poses2, now)
+    np.testing.assert_allclose(s.plan.poses[:, :3], path(s.plan.times_ns)[:, :3], atol=1e-12)
+    s2 = sched(stitch="inpaint")
+    s2.on_chunk(times, poses, T0 + 120 * MS)
+    assert s2.on_chunk(*chunk(t2, offset=(0.01, 0.0, 0.0)), now)
+    first = s2.plan.poses[0, :3]
+    np.testing.assert_allclose(first, path(s2.plan.times_ns[:1])[0, :3], atol=1e-9)   # starts on the old path

@@ -42,8 +42,9 @@ disagrees with the old one by some offset, and switching outright makes the comm
   "inpaint"   real-time chunking (Black, Galliker, Levine 2025): each request carries
               committed_path(), and the policy samples the new chunk with the part that executes
               before it can arrive frozen to that path (dp_ros.policy.planner.Commitment), so the
-              chunk already continues the plan and is taken as is. A chunk sampled without it
-              (the first one, or after a hold) is taken as is too.
+              chunk already continues the plan; what offset is left where it takes over is
+              blended in as with "blend" (a far smaller one: the new chunk no longer starts from
+              another sample of the distribution).
 
 Rejected chunks (NaN/inf, malformed, non-increasing times, not newer than the current chunk,
 or entirely late) leave the executing plan untouched; last_reject_reason says why.
@@ -164,7 +165,7 @@ class ActionScheduler:
         times = np.asarray(chunk.times_ns[keep])
         new = np.array(chunk.poses[keep])
 
-        if self.stitch == "blend" and self._plan is not None and self.blend_steps > 0:
+        if self.stitch in ("blend", "inpaint") and self._plan is not None and self.blend_steps > 0:
             poses = self._blend(times, new, horizon)
         elif self.stitch == "ensemble":
             self._seq += 1
