@@ -46,7 +46,8 @@ def test_shipped_reach_model_solves_held_out_episodes(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["task"] == "reach" and len(summary["episodes"]) == 2
     assert [e["seed"] for e in summary["episodes"]] == [100001, 100002]   # held out from training
-    # 49/50 on the model card: two misses in two held-out episodes would mean a regression.
+    # 41/50 real-time on the model card, its misses on harder seeds (these two succeed in every
+    # recorded run, real-time and lockstep): two misses here would mean a regression.
     assert summary["success_rate"] >= 0.5, summary
     for e in summary["episodes"]:
         assert e["max_coverage"] >= e["final_coverage"] >= 0.0
