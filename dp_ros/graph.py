@@ -71,7 +71,6 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None) -> list[Nod
     and the sim world node plays the robot and cameras. On hardware the scheduler never starts
     streaming by itself: the operator enables it (/scheduler/enable; `dp-ros deploy` asks)."""
     config_file = Path(config_file or default_config())
-    params = load_params(config_file)
     ckpt_cfg = read_checkpoint_config(checkpoint)
     policy_cfg = ckpt_cfg["policy_config"]
     cameras = list(policy_cfg.get("cameras", {}).keys())

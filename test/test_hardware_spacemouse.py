@@ -3,7 +3,6 @@ import socket
 import struct
 import tempfile
 import threading
-import time
 
 import numpy as np
 import pytest

@@ -16,7 +16,6 @@ A measurement: prints JSON, asserts nothing.
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -140,9 +139,6 @@ def main(argv=None) -> int:
 
 
 def _cpu_name() -> str:
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown"
-    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-    return f"{names[0] if names else 'unknown'} ({os.cpu_count()} cores{', AMX' if 'amx_bf16' in info else ''})"
+    from dp_ros.train.precision import cpu_capabilities   # the one reader of /proc/cpuinfo
+    cpu = cpu_capabilities()
+    return f"{cpu['model']} ({cpu['cores']} cores{', AMX' if cpu['amx_bf16'] else ''})"

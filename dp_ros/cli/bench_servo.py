@@ -11,7 +11,6 @@ import argparse
 import json
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np

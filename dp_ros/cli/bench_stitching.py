@@ -47,7 +47,7 @@ def parse_mode(text: str) -> tuple[str, int | None]:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    from dp_ros.cli.bench_pipeline import _cpu_name
+    from dp_ros.cli.bench_train import machine
     from dp_ros.graph import default_checkpoint
     from dp_ros.sim.lockstep import LockstepEvaluator
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
                 echo(f"[bench stitching] {label:>10} delay {delay_ms:>4g} ms: "
                      + " ".join(f"{k}={summary[k]}" for k in FIGURES), file=sys.stderr)
     out = {"bench": "stitching", "checkpoint": str(args.checkpoint or default_checkpoint()),
-           "episodes": args.episodes, "seed": args.seed, "machine": _cpu_name(),
+           "episodes": args.episodes, "seed": args.seed, "machine": machine(),
            "wall_s": round(time.monotonic() - t0, 1), "results": results}
     text = json.dumps(out)
     print(text)

@@ -167,7 +167,7 @@ def hardware_plan(specs, config, checkpoint, ckpt) -> str:
     spec = next(s for s in specs if s.name == "ur5_servo_node")
     servo = {**load_params(config)["ur5_servo_node"], **spec.overrides}
     pcfg = ckpt.get("policy_config", {})
-    lines = [f"[dp-ros deploy] READY on hardware; nothing moves yet. When enabled:",
+    lines = ["[dp-ros deploy] READY on hardware; nothing moves yet. When enabled:",
              f"  the policy {checkpoint} (task {ckpt.get('extra', {}).get('task', '?')}) streams targets to the "
              f"UR5 at {servo['robot_host']}, {servo['rate_hz']:g} Hz servoL;",
              f"  the TCP stays inside x {servo['workspace_min'][0]:g}..{servo['workspace_max'][0]:g}, "
