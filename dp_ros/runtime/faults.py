@@ -215,7 +215,9 @@ class FaultHarness:
     def _measure(self, t0_ns: int) -> dict:
         cmds = [c for c in self.log.commands if c[0] >= t0_ns]
         states = [s for s in self.log.states if s[0] >= t0_ns]
-        resynced = {s[4] for s in states if s[4] is not None}
+        # matched by stamp over the whole log: under load a command can arrive after t0 while the
+        # state that marked it re-synced arrived before (two topics, two queues)
+        resynced = {s[4] for s in self.log.states if s[4] is not None}
         s = self.servo
         lim = tick_limits([c[3] for c in cmds], [c[2] for c in cmds], 1.0 / s["rate_hz"],
                           [c[1] in resynced for c in cmds]) if cmds else {}
