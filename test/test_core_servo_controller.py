@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from dp_ros.core.envelope import SafetyEnvelope
 from dp_ros.core.command_check import outside_box, tick_limits
 from dp_ros.core.servo_controller import Action, HoldReason, ServoController
+from dp_ros.core.transforms import quat_angle
 
 PERIOD_S = 0.008
 PERIOD_NS = int(PERIOD_S * 1e9)
@@ -191,6 +192,122 @@ def test_a_stale_measured_pose_while_following_latches_a_fault():
     assert "robot state stale" in c.status()
 
 
+# the move to start: 20 cm away, tool tilted 0.3 rad about x; at 1/5 of the speed limits
+START = np.r_[0.45, 0.1, 0.2, np.cos(0.15), np.sin(0.15), 0.0, 0.0]
+START_SPEED = 0.05
+SLOW = SafetyEnvelope(LO, HI, START_SPEED, AMAX, WMAX * START_SPEED / VMAX)
+
+
+def start_controller(**kw):
+    return controller(start_pose=START, start_envelope=SLOW, **kw)
+
+
+def move_until_done(c, t0, max_ticks=2000):
+    """Tick with a fresh measured pose until the move to start has ended; the commands."""
+    out = []
+    for k in range(max_ticks):
+        now = t0 + k * PERIOD_NS
+        c.on_measured(HOME, now)
+        out.append((now, c.step(now)))
+        if c.start_move != "moving":
+            return out
+    raise AssertionError(f"the move to start did not end in {max_ticks} ticks")
+
+
+def test_move_to_start_reaches_the_pose_within_the_slower_limits_and_holds_there():
+    c = start_controller()
+    c.on_measured(HOME, 0)
+    assert c.step(0).reason is HoldReason.NO_INPUT_YET
+    assert c.move_to_start(MS) == "" and c.start_move == "moving" and c.start_moves == 1
+    c.on_waypoints(*waypoints(MS, HOME), MS)               # the policy's input meanwhile: not followed
+    cmds = move_until_done(c, 2 * MS)
+    assert c.start_move == "done"
+    moving = [cmd for _, cmd in cmds[:-1]]
+    assert all(cmd.reason is HoldReason.NONE and cmd.action is Action.SERVO for cmd in moving)
+    assert c.status() == "no waypoints yet" and cmds[-1][1].reason is HoldReason.NO_INPUT_YET
+    # speed, acceleration and rotation within the slower limits, the box, no jumps
+    lim = tick_limits(np.arange(len(cmds)), [cmd.pose for _, cmd in cmds], PERIOD_S, [False] * len(cmds))
+    assert lim["max_speed"] <= START_SPEED * 1.001 and lim["max_acc"] <= AMAX * 1.01, lim
+    assert lim["max_ang_speed"] <= WMAX * START_SPEED / VMAX * 1.001, lim
+    assert outside_box([cmd.pose[:3] for _, cmd in cmds], LO, HI) == 0.0
+    # at the slow speed for most of the way: about distance / speed
+    duration = len(cmds) * PERIOD_S
+    distance = np.linalg.norm(START[:3] - HOME[:3])
+    assert distance / START_SPEED <= duration <= distance / START_SPEED + 0.5
+    # ends held at the pose: stops once, then sends nothing and stays put
+    final = cmds[-1][1]
+    np.testing.assert_allclose(final.pose[:3], START[:3], atol=1e-6)
+    assert quat_angle(final.pose[3:], START[3:]) < 1e-6
+    assert final.action is Action.STOP
+    later = run(c, cmds[-1][0] + PERIOD_NS, 50)
+    assert all(cmd.action is Action.NONE and np.array_equal(cmd.pose, final.pose) for _, cmd in later)
+
+
+@pytest.mark.parametrize("stop, reason", [
+    (lambda c, now: c.estop(), HoldReason.ESTOP),
+    (lambda c, now: c.fault("protective stop"), HoldReason.FAULT),
+    (lambda c, now: c.set_enabled(False, now), HoldReason.DISABLED),
+])
+def test_an_estop_fault_or_disable_stops_the_move_to_start(stop, reason):
+    c = start_controller()
+    c.on_measured(HOME, 0)
+    c.step(0)
+    assert c.move_to_start(0) == ""
+    cmds = run(c, PERIOD_NS, 100)
+    assert c.status() == "moving to start"
+    t = 101 * PERIOD_NS
+    stop(c, t)
+    assert c.start_move.startswith("stopped: ") and not c.moving_to_start
+    after = run(c, t, 100)
+    assert all(cmd.reason is reason for _, cmd in after)
+    assert_within_limits(cmds + after)                     # brakes within the limits
+    assert [cmd.action for _, cmd in after].count(Action.STOP) == 1
+    still = after[-1][1].pose
+    assert np.linalg.norm(still[:3] - START[:3]) > 0.1     # stopped on the way, not carried on
+    c.on_measured(HOME, t + 200 * PERIOD_NS)
+    if reason is not HoldReason.DISABLED:
+        assert c.reset(t + 200 * PERIOD_NS) == ""
+    assert c.set_enabled(True, t + 200 * PERIOD_NS) == ""
+    assert c.step(t + 201 * PERIOD_NS).reason is HoldReason.NO_INPUT_YET   # the move does not resume
+
+
+def test_move_to_start_refusals_and_start_up_checks():
+    c = controller()
+    c.on_measured(HOME, 0)
+    c.step(0)
+    assert "no start pose configured" in c.move_to_start(0)
+    c = start_controller()
+    following(c, 0)
+    assert "the arm is moving" in c.move_to_start(0)      # the slower limit must not cut a velocity
+    c.set_enabled(False, 0)
+    assert "enable the servo first" in c.move_to_start(0)
+    c.estop()
+    assert "reset first" in c.move_to_start(0)
+    c.reset(0)
+    c.set_enabled(True, 0)
+    assert c.move_to_start(int(1e9)) == "no fresh robot state to start from"
+    assert c.start_moves == 0
+    # a start pose the envelope would clamp is an error at start-up, naming what is wrong
+    with pytest.raises(ValueError, match="outside the workspace box"):
+        controller(start_pose=np.r_[0.8, 0.0, 0.1, 1.0, 0.0, 0.0, 0.0])
+    tilted = ServoController(SafetyEnvelope(LO, HI, VMAX, AMAX, WMAX, orientation_limit=(HOME[3:], 0.2)),
+                             PERIOD_S, WATCHDOG_S, start_pose=HOME)
+    np.testing.assert_array_equal(tilted.start_pose, HOME)
+    with pytest.raises(ValueError, match="beyond orientation_limit_rad"):
+        ServoController(SafetyEnvelope(LO, HI, VMAX, AMAX, WMAX, orientation_limit=(HOME[3:], 0.2)),
+                        PERIOD_S, WATCHDOG_S, start_pose=START)
+    params = dict(workspace_min=LO.tolist(), workspace_max=HI.tolist(), max_lin_speed=VMAX, max_lin_acc=AMAX,
+                  max_ang_speed=WMAX, orientation_reference=[1.0, 0.0, 0.0, 0.0], orientation_limit_rad=0.0,
+                  rate_hz=125.0, watchdog_timeout_s=WATCHDOG_S, max_measured_age_s=0.25, source="policy",
+                  move_to_start=True, start_pose=START.tolist(), start_move_speed=START_SPEED)
+    built = ServoController.from_params(params)
+    assert built.start_envelope.max_lin_speed == START_SPEED
+    assert built.start_envelope.max_ang_speed == pytest.approx(WMAX * START_SPEED / VMAX)
+    assert ServoController.from_params(dict(params, move_to_start=False)).start_pose is None
+    with pytest.raises(ValueError, match="above max_lin_speed"):
+        ServoController.from_params(dict(params, start_move_speed=0.5))
+
+
 poses = st.lists(st.one_of(st.floats(-3, 3), st.sampled_from([np.nan, np.inf, -np.inf, 0.55, 0.0, 1.0])),
                  min_size=7, max_size=7)
 events = st.lists(st.one_of(
@@ -199,7 +316,7 @@ events = st.lists(st.one_of(
     st.tuples(st.just("target"), poses),
     st.tuples(st.just("enable"), st.booleans()),
     st.tuples(st.just("source"), st.sampled_from(["policy", "teleop"])),
-    st.tuples(st.just("estop")), st.tuples(st.just("reset")),
+    st.tuples(st.just("estop")), st.tuples(st.just("reset")), st.tuples(st.just("start")),
     st.tuples(st.just("ticks"), st.integers(1, 40)),
 ), min_size=1, max_size=40)
 
@@ -207,7 +324,7 @@ events = st.lists(st.one_of(
 @settings(max_examples=150, deadline=None)
 @given(events)
 def test_every_command_stays_in_the_envelope_whatever_arrives(evs):
-    c = controller()
+    c = start_controller()
     now = 0
     out = []
     c.on_measured(HOME, now)
@@ -231,6 +348,8 @@ def test_every_command_stays_in_the_envelope_whatever_arrives(evs):
             c.estop()
         elif kind == "reset":
             c.reset(now)
+        elif kind == "start":
+            c.move_to_start(now)
         else:
             for _ in range(ev[1]):
                 now += PERIOD_NS

@@ -5,7 +5,7 @@ import numpy as np
 from rclpy.serialization import serialize_message
 
 from dp_ros.data.bag_reader import read_episode
-from dp_ros.data.recorder import DeliveryCounter, EpisodeRecorder, header_stamp_ns
+from dp_ros.data.recorder import DeliveryCounter, EpisodeRecorder, cell_metadata, header_stamp_ns
 from dp_ros.nodes.msgs import pose_to_msg
 
 POSE = "geometry_msgs/msg/PoseStamped"
@@ -63,6 +63,20 @@ def test_episode_lifecycle_and_delivery_in_metadata(tmp_path):
     assert rec.start(200)[0] and rec.next_name() == "episode_0002"
     assert rec.discard()[0] and rec.next_name() == "episode_0001"
     assert not rec.success
+
+
+def test_the_cells_tool_payload_and_camera_settings_are_in_each_episodes_metadata(tmp_path):
+    p = {"apply_tcp_offset": True, "tcp_offset": [0.0, 0.0, 0.13, 0.0, 0.0, 0.0], "payload_kg": 0.8,
+         "payload_cog": [0.0, 0.0, 0.05], "exposure_us": 8000.0, "white_balance_k": 4200.0, "deadzone": 0.1}
+    rec = EpisodeRecorder(tmp_path, {"/pose": POSE}, base_metadata=cell_metadata(p))
+    for k in range(2):
+        rec.start(100 + 10 * k)
+        rec.on_message("/pose", 101 + 10 * k, cdr(101 + 10 * k), seq=k + 1, publisher=b"p")
+        ok, info = rec.stop()
+        meta = read_episode(info["path"]).metadata
+        assert meta["tool"] == {"apply_tcp_offset": True, "tcp_offset": [0.0, 0.0, 0.13, 0.0, 0.0, 0.0],
+                                "payload_kg": 0.8, "payload_cog": [0.0, 0.0, 0.05]}
+        assert meta["camera_settings"] == {"exposure_us": 8000.0, "white_balance_k": 4200.0}
 
 
 def test_a_gap_before_the_episode_starts_is_not_the_episodes_loss():

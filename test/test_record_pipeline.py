@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from geometry_msgs.msg import PoseStamped
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
@@ -23,15 +24,28 @@ from dp_ros.runtime.processes import NodeProcesses
 from servo_commands import ServoCommandLog, check_envelope
 
 N_EPISODES = 3
+# the cell's set-up in the config file (not the shipped defaults): each episode's metadata carries it
+TOOL = {"apply_tcp_offset": True, "tcp_offset": [0.0, 0.0, 0.13, 0.0, 0.0, 0.1], "payload_kg": 0.9,
+        "payload_cog": [0.0, 0.01, 0.05]}
+CAMERA_SETTINGS = {"exposure_us": 8000.0, "white_balance_k": 4200.0}
+
+
+def cell_config(path):
+    """config/deploy.yaml with TOOL and CAMERA_SETTINGS (the sim backends do not use them)."""
+    data = yaml.safe_load(default_config().read_text())
+    data["ur5_servo_node"]["ros__parameters"].update(TOOL)
+    data["camera_node"]["ros__parameters"].update(CAMERA_SETTINGS)
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rec")
     out = tmp / "demos"
-    specs = teleop_graph(True, default_config(), device="scripted", task="reach", output_dir=out,
-                         episode_timeout_s=15.0)
-    procs = NodeProcesses(specs, default_config(), tmp / "logs").start()
+    config = cell_config(tmp / "deploy.yaml")
+    specs = teleop_graph(True, config, device="scripted", task="reach", output_dir=out, episode_timeout_s=15.0)
+    procs = NodeProcesses(specs, config, tmp / "logs").start()
     monitor = GraphMonitor()
     servo_commands = ServoCommandLog(monitor.node)
     published_targets = []
@@ -70,6 +84,7 @@ def test_bags_read_the_same_with_rosbags_and_mcap(recording):
         bag = recording["out"] / f"episode_{i:04d}"
         ep = read_episode(bag)
         assert ep.metadata["task"] == "reach" and ep.metadata["success"] is True
+        assert ep.metadata["tool"] == TOOL and ep.metadata["camera_settings"] == CAMERA_SETTINGS
         counts_rosbags = {t: len(ep[t].log_ns) for t in ep.topics}
         counts_mcap = {}
         targets_mcap = []

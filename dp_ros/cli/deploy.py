@@ -6,19 +6,24 @@ servo and the scheduler, wait for success or the episode timeout - and prints a 
 written as JSON) and writes one MP4 per episode plus a contact sheet in <log dir>/videos. On
 hardware nothing moves until the operator says so: once the graph is ready it prints what is about
 to happen and waits for Enter (on a terminal; --enable skips the question; without a terminal the
-operator calls /scheduler/enable), then enables the servo and the scheduler and runs until Ctrl-C.
+operator calls /scheduler/enable), then enables the servo, moves the arm slowly to the configured
+start pose when `ur5_servo_node.move_to_start` is set, enables the scheduler and runs until Ctrl-C.
 Nodes stop cleanly either way.
 """
 
 import argparse
 import json
+import math
+import re
 import select
 import sys
 import time
 from pathlib import Path
 
 from dp_ros import topics
-from dp_ros.graph import default_checkpoint, default_config, deploy_graph, load_params, read_checkpoint_config
+from dp_ros.core.servo_controller import ServoController
+from dp_ros.graph import (default_checkpoint, default_config, deploy_graph, load_params, node_params,
+                          read_checkpoint_config)
 from dp_ros.runtime.episodes import rollout_summary, run_episode
 from dp_ros.runtime.monitor import GraphMonitor, NodeDied, check_alive, wait_until
 from dp_ros.runtime.processes import NodeProcesses, stop_on_signals
@@ -79,6 +84,8 @@ def run(args: argparse.Namespace, extra: dict | None = None) -> int:
     config = Path(args.config) if args.config else default_config()
     try:
         specs = deploy_graph(sim=not args.hardware, checkpoint=checkpoint, config_file=config, seed=args.seed)
+        # the servo's own checks (a start pose outside the envelope), before any process starts
+        ServoController.from_params(node_params(specs, config)["ur5_servo_node"])
     except (OSError, ValueError, KeyError) as exc:
         print(f"[dp-ros deploy] ERROR: {exc}", file=sys.stderr)
         return 2
@@ -110,7 +117,9 @@ def run(args: argparse.Namespace, extra: dict | None = None) -> int:
             print(hardware_plan(specs, config, checkpoint, ckpt), flush=True)
             alive = lambda: check_alive(procs)  # noqa: E731
             if wait_for_operator(args.enable, sys.stdin, alive):
-                enable_on_hardware(monitor, sys.stdin if not args.enable else None, alive)
+                servo = servo_params(specs, config)
+                enable_on_hardware(monitor, sys.stdin if not args.enable else None, alive,
+                                   start_move=servo if servo["move_to_start"] else None)
             while True:
                 check_alive(procs)
                 time.sleep(0.2)
@@ -160,20 +169,29 @@ def run(args: argparse.Namespace, extra: dict | None = None) -> int:
     return code
 
 
+def servo_params(specs, config) -> dict:
+    """The servo's values as its process gets them: the config file's section, then the graph's."""
+    spec = next(s for s in specs if s.name == "ur5_servo_node")
+    return {**load_params(config)["ur5_servo_node"], **spec.overrides}
+
+
 def hardware_plan(specs, config, checkpoint, ckpt) -> str:
     """What enabling will do, in the operator's terms: which robot, which policy, inside which box,
     how fast, and for a planar policy the height and orientation it will hold the tool at."""
     from dp_ros.core.robot_features import robot_spec
-    spec = next(s for s in specs if s.name == "ur5_servo_node")
-    servo = {**load_params(config)["ur5_servo_node"], **spec.overrides}
+    servo = servo_params(specs, config)
     pcfg = ckpt.get("policy_config", {})
-    lines = ["[dp-ros deploy] READY on hardware; nothing moves yet. When enabled:",
-             f"  the policy {checkpoint} (task {ckpt.get('extra', {}).get('task', '?')}) streams targets to the "
-             f"UR5 at {servo['robot_host']}, {servo['rate_hz']:g} Hz servoL;",
-             f"  the TCP stays inside x {servo['workspace_min'][0]:g}..{servo['workspace_max'][0]:g}, "
-             f"y {servo['workspace_min'][1]:g}..{servo['workspace_max'][1]:g}, "
-             f"z {servo['workspace_min'][2]:g}..{servo['workspace_max'][2]:g} m (base frame), at most "
-             f"{servo['max_lin_speed']:g} m/s and {servo['max_ang_speed']:g} rad/s;"]
+    lines = ["[dp-ros deploy] READY on hardware; nothing moves yet. When enabled:"]
+    if servo.get("move_to_start"):
+        pose = servo["start_pose"]
+        lines.append(f"  first the TCP moves at {servo['start_move_speed']:g} m/s to the start pose x {pose[0]:g} "
+                     f"y {pose[1]:g} z {pose[2]:g} m, (qx qy qz qw) {[round(v, 3) for v in pose[3:]]}, and stops;")
+    lines += [f"  the policy {checkpoint} (task {ckpt.get('extra', {}).get('task', '?')}) streams targets to the "
+              f"UR5 at {servo['robot_host']}, {servo['rate_hz']:g} Hz servoL;",
+              f"  the TCP stays inside x {servo['workspace_min'][0]:g}..{servo['workspace_max'][0]:g}, "
+              f"y {servo['workspace_min'][1]:g}..{servo['workspace_max'][1]:g}, "
+              f"z {servo['workspace_min'][2]:g}..{servo['workspace_max'][2]:g} m (base frame), at most "
+              f"{servo['max_lin_speed']:g} m/s and {servo['max_ang_speed']:g} rad/s;"]
     try:
         robot = robot_spec(ckpt.get("extra"), pcfg.get("lowdim_obs", {}), int(pcfg["action_dim"]))
         if robot["action_space"] != "xyz_rotvec":
@@ -187,15 +205,19 @@ def hardware_plan(specs, config, checkpoint, ckpt) -> str:
     return "\n".join(lines)
 
 
-def enable_on_hardware(monitor, stdin, alive) -> None:
-    """Enable the servo, then the scheduler. A servo that refuses (a fault latched since start-up,
-    an e-stop) is reset only on the operator's say-so: on a terminal, Enter resets it (re-uploads
-    the control script, re-syncs to the measured pose) and tries again; otherwise RuntimeError."""
+def enable_on_hardware(monitor, stdin, alive, start_move: dict | None = None) -> None:
+    """Enable the servo, then (start_move: the servo's parameters, when it has a start pose) move
+    to the start pose, then enable the scheduler. A servo that refuses (a fault latched since
+    start-up, an e-stop) is reset only on the operator's say-so: on a terminal, Enter resets it
+    (re-uploads the control script, re-syncs to the measured pose) and tries again; otherwise
+    RuntimeError. A move to start that is refused or stopped is a RuntimeError: nothing streams."""
     from std_srvs.srv import Trigger
 
     from dp_ros.runtime.monitor import call_service
     reset = monitor.node.create_client(Trigger, topics.SERVO_RESET)
     for name in ("servo", "scheduler"):
+        if name == "scheduler" and start_move:
+            move_to_start(monitor, start_move, alive)
         while not (answer := monitor.call(name, True)).success:
             if stdin is None or not stdin.isatty():
                 raise RuntimeError(f"the {name} refused to enable: {answer.message}")
@@ -207,6 +229,53 @@ def enable_on_hardware(monitor, stdin, alive) -> None:
             print(f"[dp-ros deploy] servo reset: {done.message or 'ok'}", flush=True)
         print(f"[dp-ros deploy] {name}: {answer.message}", flush=True)
     print("[dp-ros deploy] ENABLED: the arm follows the policy; Ctrl-C stops", flush=True)
+
+
+def move_to_start(monitor, servo: dict, alive, poll_s: float = 0.1) -> str:
+    """Ask the servo for its move to the start pose and wait until it has ended, by /servo/state:
+    its `start_moves` count reaches the move's number (the answer ends "(move N)") and `start_move`
+    is no longer "moving".
+    Returns the servo's answer; RuntimeError when it refuses, the move is stopped (e-stop, fault,
+    disable) or takes far longer than crossing the whole workspace box at start_move_speed."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_srvs.srv import Trigger
+
+    from dp_ros.nodes.common import STATE_QOS
+    from dp_ros.runtime.monitor import call_service
+    state = {"moves": 0, "move": "", "message": ""}
+
+    def on_state(msg):
+        values = {kv.key: kv.value for kv in msg.status[0].values}
+        if "start_moves" in values and int(values["start_moves"]) >= state["moves"]:
+            state.update(moves=int(values["start_moves"]), move=values["start_move"], message=msg.status[0].message)
+
+    # the state topic keeps its last messages (transient local): a move that ended before this
+    # subscription matched is still seen
+    sub = monitor.node.create_subscription(DiagnosticArray, topics.SERVO_STATE, on_state, STATE_QOS)
+    client = monitor.node.create_client(Trigger, topics.SERVO_MOVE_TO_START)
+    try:
+        answer = call_service(client, Trigger.Request())
+        if not answer.success:
+            raise RuntimeError(f"the servo refused the move to the start pose: {answer.message}")
+        print(f"[dp-ros deploy] {answer.message}", flush=True)
+        number = int(re.search(r"\(move (\d+)\)$", answer.message).group(1))
+        diagonal = math.dist(servo["workspace_min"], servo["workspace_max"])
+        deadline = time.monotonic() + 2.0 * diagonal / servo["start_move_speed"] + 10.0
+        while state["moves"] < number or (state["moves"] == number and state["move"] == "moving"):
+            alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the move to the start pose did not end in time (servo: "
+                                   f"{state['message'] or 'no state'})")
+            time.sleep(poll_s)
+        if state["moves"] > number:
+            raise RuntimeError("another move to the start pose was asked for meanwhile")
+        if state["move"] != "done":
+            raise RuntimeError(f"the move to the start pose {state['move']} (servo: {state['message']})")
+        print("[dp-ros deploy] at the start pose", flush=True)
+        return answer.message
+    finally:
+        monitor.node.destroy_subscription(sub)
+        monitor.node.destroy_client(client)
 
 
 def wait_for_operator(enable: bool, stdin, alive, poll_s: float = 0.2,

@@ -22,6 +22,13 @@ naturally stops (action BRAKE, still sent to the robot) and only then asks the r
 (action STOP, once); a stopped hold sends nothing (action NONE). Following resumes from a fresh
 measured pose with zero velocity when the arm had stopped (enable, reset then enable, new input
 after a watchdog hold), or continues from the command when it was still braking.
+
+Move to start: with a start pose configured, move_to_start() (arm enabled, stopped, no latch) drives
+the command from the measured pose to it through a slower copy of the envelope (start_move_speed,
+rotation at the same fraction of max_ang_speed; the same box, acceleration and orientation limit),
+ahead of any source's input, with status "moving to start". It ends held at the pose (inputs that
+arrived meanwhile are dropped: the arm waits there for fresh ones); an e-stop, a fault, disabling
+or a reset stops it, braking as any hold. `start_move` says how the last one went.
 """
 
 from __future__ import annotations
@@ -33,9 +40,12 @@ import numpy as np
 
 from dp_ros.core.envelope import SafetyEnvelope
 from dp_ros.core.interpolator import PoseTrajectory
+from dp_ros.core.transforms import normalize_quat, quat_angle
 
 SOURCES = ("policy", "teleop")
 STOPPED_SPEED = 1e-4   # m/s: below this a braking hold counts as stopped
+AT_START_M, AT_START_RAD = 1e-6, 1e-6   # the move to start has arrived (the envelope lands exactly)
+MOVING_TO_START = "moving to start"
 
 
 class HoldReason(str, enum.Enum):
@@ -98,6 +108,11 @@ class ServoController:
     enabled: bool = True
     estopped: bool = False
     fault_reason: str = ""                    # latched fault, "" = none
+    start_pose: np.ndarray | None = None      # where move_to_start() goes (None: no start pose configured)
+    start_envelope: SafetyEnvelope | None = None   # the slower limits of that move
+    moving_to_start: bool = False
+    start_moves: int = 0                      # moves to start begun
+    start_move: str = ""                      # the last one: "" none yet, "moving", "done", "stopped: <why>"
     reason: HoldReason = HoldReason.NO_ROBOT_STATE
     counts: ServoCounts = field(default_factory=ServoCounts)
     _hold_target: np.ndarray | None = None    # where the braking hold stops
@@ -109,12 +124,40 @@ class ServoController:
         limit = (p["orientation_reference"], p["orientation_limit_rad"]) if p["orientation_limit_rad"] > 0 else None
         envelope = SafetyEnvelope(p["workspace_min"], p["workspace_max"], p["max_lin_speed"], p["max_lin_acc"],
                                   p["max_ang_speed"], orientation_limit=limit)
+        start_pose = start_envelope = None
+        if p.get("move_to_start"):
+            speed = float(p["start_move_speed"])
+            if speed > p["max_lin_speed"]:
+                raise ValueError(f"start_move_speed {speed:g} m/s is above max_lin_speed {p['max_lin_speed']:g} m/s")
+            start_pose = p["start_pose"]
+            start_envelope = SafetyEnvelope(p["workspace_min"], p["workspace_max"], speed, p["max_lin_acc"],
+                                            p["max_ang_speed"] * speed / p["max_lin_speed"], orientation_limit=limit)
         return cls(envelope, 1.0 / p["rate_hz"], p["watchdog_timeout_s"], p["max_measured_age_s"],
-                   source=p["source"])
+                   source=p["source"], start_pose=start_pose, start_envelope=start_envelope)
 
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.start_pose is not None:
+            self.start_pose = self._checked_start_pose(self.start_pose)
+            self.start_envelope = self.start_envelope or self.envelope
+
+    def _checked_start_pose(self, pose) -> np.ndarray:
+        """The start pose with a unit quaternion; ValueError when it is outside the envelope (a start
+        pose the servo would clamp is a configuration error, said at start-up, not a surprise later)."""
+        pose = np.asarray(pose, dtype=np.float64).reshape(-1)
+        if pose.shape != (7,) or not np.all(np.isfinite(pose)) or np.linalg.norm(pose[3:]) < 1e-6:
+            raise ValueError(f"start_pose must be x y z qx qy qz qw with a non-zero quaternion, got {pose.tolist()}")
+        pose = np.concatenate([pose[:3], normalize_quat(pose[3:])])
+        env = self.envelope
+        if np.any(pose[:3] < env.workspace_min) or np.any(pose[:3] > env.workspace_max):
+            raise ValueError(f"start_pose position {pose[:3].tolist()} is outside the workspace box "
+                             f"{env.workspace_min.tolist()}..{env.workspace_max.tolist()}")
+        if not env.contains(pose):
+            raise ValueError(f"start_pose orientation {pose[3:].tolist()} is "
+                             f"{quat_angle(env.orientation_ref, pose[3:]):.3f} rad from orientation_reference, "
+                             f"beyond orientation_limit_rad {env.orientation_max_angle:g}")
+        return pose
 
     @property
     def holding(self) -> bool:
@@ -196,12 +239,15 @@ class ServoController:
                 return f"{self._latch_text()}: reset first"
             if not self.measured_fresh(now_ns):
                 return "no fresh robot state to start from"
+        else:
+            self._stop_start_move("disabled")
         self.enabled = bool(enabled)
         self.trajectory = self.direct_target = self.last_input_ns = None
         return ""
 
     def estop(self) -> None:
         self.estopped = True
+        self._stop_start_move("emergency stop")
         self.trajectory = self.direct_target = None
 
     def fault(self, reason: str) -> None:
@@ -209,6 +255,7 @@ class ServoController:
         if not self.fault_reason:
             self.fault_reason = str(reason) or "fault"
             self.counts.latches += 1
+        self._stop_start_move(f"fault: {self.fault_reason}")
         self.trajectory = self.direct_target = None
 
     def reset(self, now_ns: int, active_fault: str | None = None) -> str:
@@ -220,10 +267,41 @@ class ServoController:
             return "no fresh robot state"
         if self.estopped:
             self.counts.latches += 1
+        self._stop_start_move("reset")
         self.estopped, self.fault_reason = False, ""
         self.enabled = False
         self.trajectory = self.direct_target = self.last_input_ns = None
         return ""
+
+    def move_to_start(self, now_ns: int) -> str:
+        """Begin the slow move to start_pose. Returns "" or why not: no start pose configured, a
+        latch, disabled, no fresh robot state, or the arm still moving (it starts from rest, from
+        the measured pose, so that the slower speed limit never asks for a jump in velocity)."""
+        if self.start_pose is None:
+            return "no start pose configured (move_to_start is false)"
+        if self.latched:
+            return f"{self._latch_text()}: reset first"
+        if not self.enabled:
+            return "disabled: enable the servo first"
+        if not self.measured_fresh(now_ns):
+            return "no fresh robot state to start from"
+        if not self._stopped:
+            return f"the arm is moving ({self.status()}): disable the servo or wait until it holds"
+        self.moving_to_start = True
+        self.start_moves += 1
+        self.start_move = "moving"
+        self.trajectory = self.direct_target = self.last_input_ns = None
+        return ""
+
+    def _stop_start_move(self, why: str) -> None:
+        if self.moving_to_start:
+            self.moving_to_start = False
+            self.start_move = f"stopped: {why}"
+
+    def _at_start(self) -> bool:
+        return (float(np.linalg.norm(self.command[:3] - self.start_pose[:3])) <= AT_START_M
+                and float(np.linalg.norm(self.velocity)) < STOPPED_SPEED
+                and quat_angle(self.command[3:], self.start_pose[3:]) <= AT_START_RAD)
 
     def _latch_text(self) -> str:
         return "emergency stop" if self.estopped else f"fault: {self.fault_reason}"
@@ -237,6 +315,8 @@ class ServoController:
             return None, HoldReason.FAULT
         if not self.enabled:
             return None, HoldReason.DISABLED
+        if self.moving_to_start:
+            return self.start_pose, HoldReason.NONE
         if self.last_input_ns is None:
             return None, HoldReason.NO_INPUT_YET
         if (now_ns - self.last_input_ns) * 1e-9 > self.watchdog_timeout_s:
@@ -261,6 +341,10 @@ class ServoController:
             if self.measured is None:
                 return None
             self.command = self.measured.copy()
+        if self.moving_to_start and self._at_start():
+            # arrived and at rest: hold here; what the source sent meanwhile is not followed
+            self.moving_to_start, self.start_move = False, "done"
+            self.trajectory = self.direct_target = self.last_input_ns = None
         if not self.latched and self.reason is HoldReason.NONE and not self.measured_fresh(now_ns):
             self.fault(f"robot state stale: no measured pose for more than {self.max_measured_age_s:g} s")
         target, reason = self._target(now_ns)
@@ -289,8 +373,8 @@ class ServoController:
                 resynced = not np.array_equal(self.command, self.measured)
                 self.command, self.velocity = self.measured.copy(), np.zeros(3)
             self._hold_target = None
-            self.command, self.velocity, flags = self.envelope.clamp(target, self.command, self.velocity,
-                                                                     self.period_s)
+            envelope = self.start_envelope if self.moving_to_start else self.envelope
+            self.command, self.velocity, flags = envelope.clamp(target, self.command, self.velocity, self.period_s)
             self._stopped = False
             out = ServoCommand(self.command, reason, Action.SERVO, clamped=any(flags.values()), resynced=resynced)
             self.counts.clamped += int(out.clamped)
@@ -302,4 +386,6 @@ class ServoController:
         """For logs and /servo/state: the hold reason with the latched fault's cause."""
         if self.reason is HoldReason.FAULT:
             return f"fault: {self.fault_reason} (latched: reset to clear)"
+        if self.reason is HoldReason.NONE and self.moving_to_start:
+            return MOVING_TO_START
         return self.reason.value or f"following {self.source}"

@@ -115,6 +115,16 @@ class DeliveryCounter:
                 count.last_stamp_ns = stamp
 
 
+def cell_metadata(p: dict) -> dict:
+    """The cell's set-up that the images and poses of an episode depend on, for its metadata: the
+    tool (TCP offset, when the servo applies it, else the pendant's), the payload (negative mass:
+    the pendant's) and the cameras' fixed exposure and white balance (0 = automatic). p: the
+    recording node's parameters, borrowed from the servo's and the camera node's sections."""
+    return {"tool": {"apply_tcp_offset": bool(p["apply_tcp_offset"]), "tcp_offset": [float(v) for v in p["tcp_offset"]],
+                     "payload_kg": float(p["payload_kg"]), "payload_cog": [float(v) for v in p["payload_cog"]]},
+            "camera_settings": {"exposure_us": float(p["exposure_us"]), "white_balance_k": float(p["white_balance_k"])}}
+
+
 class EpisodeRecorder:
     """One episode at a time: start() opens a bag, write() appends serialized messages,
     stop() / discard() end it. Delivery counts land in the episode's metadata.

@@ -31,7 +31,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
 from dp_ros.core.priority import NODE_RT_PRIORITY, realtime
-from dp_ros.core.servo_controller import Action, ServoController
+from dp_ros.core.servo_controller import MOVING_TO_START, Action, ServoController
 from dp_ros.nodes import backends
 from dp_ros.nodes.common import STATE_QOS, Diagnostics, declare, run
 from dp_ros.nodes.msgs import BASE_FRAME, msg_to_pose, msg_to_trajectory, ns_to_time, pose_to_msg, time_to_ns
@@ -63,6 +63,7 @@ class Ur5ServoNode(Node):
         self.create_service(SetBool, topics.SERVO_ENABLE, self._on_enable)
         self.create_service(Trigger, topics.ESTOP, lambda _, r: self._answer(r, self._estop("service")))
         self.create_service(Trigger, topics.SERVO_RESET, self._on_reset)
+        self.create_service(Trigger, topics.SERVO_MOVE_TO_START, self._on_move_to_start)
         for source in self.publishers_of:
             self.create_service(Trigger, topics.SERVO_USE_SOURCE.format(source=source),
                                 lambda _, r, s=source: self._answer(r, self._select(s)))
@@ -70,7 +71,11 @@ class Ur5ServoNode(Node):
         self.period_errors = collections.deque(maxlen=int(10 * p["rate_hz"]))   # last 10 s, seconds late
         self.scheduling = "default"
         self._published_status = None
+        self._published_move = None
         self.create_timer(1.0, self._report)
+        if self.controller.start_pose is not None:
+            self.get_logger().info(f"start pose {np.round(self.controller.start_pose, 4).tolist()}, "
+                                   f"reached at {p['start_move_speed']:g} m/s on {topics.SERVO_MOVE_TO_START}")
 
     # --- inputs (callback thread)
     def _now(self):
@@ -166,6 +171,22 @@ class Ur5ServoNode(Node):
         self.get_logger().info(f"commanding source: {source}")
         return ""
 
+    def _on_move_to_start(self, request, response):
+        # answers at once: the move takes seconds and this thread also carries the robot state;
+        # /servo/state says when it has ended (start_move: done or stopped) and how
+        with self._lock:
+            c = self.controller
+            error = c.move_to_start(self._now())
+            if not error:   # `dp-ros deploy` reads the move's number from the end of this answer
+                distance = float(np.linalg.norm(c.start_pose[:3] - c.measured[:3]))
+                started = (f"{MOVING_TO_START}: {distance:.3f} m at {self.p['start_move_speed']:g} m/s "
+                           f"(move {c.start_moves})")
+        self._answer(response, error)
+        if not error:
+            response.message = started
+            self.get_logger().info(response.message)
+        return response
+
     def _on_reset(self, request, response):
         try:
             self.backend.recover()
@@ -188,6 +209,7 @@ class Ur5ServoNode(Node):
                 self.controller.fault(f"robot: {fault}")
             cmd = self.controller.step(now)
             status, latched = self.controller.status(), self.controller.latched
+            move = (self.controller.start_moves, self.controller.start_move)
         if cmd is None:
             return                       # no robot state yet
         if cmd.action is Action.SERVO:
@@ -195,16 +217,17 @@ class Ur5ServoNode(Node):
         elif cmd.action is Action.STOP:
             self.backend.hold()
         self.cmd_pub.publish(pose_to_msg(cmd.pose, now))
-        if status != self._published_status or cmd.resynced:
-            self._publish_state(cmd, status, latched, now)
+        if status != self._published_status or cmd.resynced or move != self._published_move:
+            self._publish_state(cmd, status, latched, now, move)
 
-    def _publish_state(self, cmd, status, latched, now_ns):
+    def _publish_state(self, cmd, status, latched, now_ns, move):
         level = DiagnosticStatus.ERROR if latched else DiagnosticStatus.WARN if cmd.holding else DiagnosticStatus.OK
         state = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), hardware_id="dp_ros",
                                  message=status)
         state.values = [KeyValue(key="holding", value=str(cmd.holding)), KeyValue(key="latched", value=str(latched)),
                         KeyValue(key="resynced", value=str(cmd.resynced)),
-                        KeyValue(key="source", value=self.controller.source)]
+                        KeyValue(key="source", value=self.controller.source),
+                        KeyValue(key="start_moves", value=str(move[0])), KeyValue(key="start_move", value=move[1])]
         msg = DiagnosticArray(status=[state])
         msg.header.stamp = ns_to_time(now_ns)
         self.state_pub.publish(msg)
@@ -214,14 +237,15 @@ class Ur5ServoNode(Node):
                 self.get_logger().error(f"servo: {status}")
             else:
                 self.get_logger().info(f"servo: {status}")
-        self._published_status = status
+        self._published_status, self._published_move = status, move
 
     def _report(self):
         err = np.abs(np.asarray(self.period_errors)) * 1e3
         with self._lock:
             c = self.controller
             values = dict(c.counts.as_dict(), missed_ticks=self.missed_ticks, holding=c.holding, latched=c.latched,
-                          hold_reason=c.reason.value, source=c.source, scheduling=self.scheduling)
+                          hold_reason=c.reason.value, source=c.source, scheduling=self.scheduling,
+                          start_moves=c.start_moves, start_move=c.start_move)
             status, latched = c.status(), c.latched
         if err.size:
             values.update(period_error_ms_p50=f"{np.percentile(err, 50):.3f}",
