@@ -119,6 +119,12 @@ def teleop_graph(sim: bool, config_file=None, device=None, task=None, output_dir
     teleop = {"sim": sim, "workspace_min": servo["workspace_min"], "workspace_max": servo["workspace_max"],
               "camera_names": cams["camera_names"], "task": task,
               "task_xy_min": world["task_xy_min"], "task_xy_max": world["task_xy_max"]}
+    # the cell's tool, payload and camera settings from this config file, for the episode metadata
+    teleop.update({k: servo[k] for k in ("apply_tcp_offset", "tcp_offset", "payload_kg", "payload_cog")},
+                  **{k: cams[k] for k in ("exposure_us", "white_balance_k")})
+    if sim:
+        from dp_ros.sim.world import TASK_OBJECTS
+        teleop["objects"] = ",".join(TASK_OBJECTS[task])      # the sim world's tracked objects
     if device:
         teleop["backend"] = device
     if output_dir:

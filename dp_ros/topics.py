@@ -7,6 +7,9 @@ Nodes take these as defaults; remap with ROS arguments as usual.
 CAMERA_IMAGE = "/camera/{name}/image_raw"
 ROBOT_TCP_POSE = "/robot/tcp_pose"          # geometry_msgs/PoseStamped, base frame
 ROBOT_JOINTS = "/robot/joint_states"        # sensor_msgs/JointState
+# a tracked object's pose: geometry_msgs/PoseStamped, base frame, from any tracker (an AprilTag or
+# motion-capture node; the sim world for Push-T's T): OBJECT_POSE.format(name=<object name>)
+OBJECT_POSE = "/object/{name}/pose"
 POLICY_CHUNK = "/policy/action_chunk"       # trajectory_msgs/MultiDOFJointTrajectory, full Tp chunk
 POLICY_REQUEST = "/policy/request"          # MultiDOFJointTrajectory: scheduler asks for the next chunk;
                                             # the committed path when stitching by inpainting, else empty
@@ -18,6 +21,7 @@ SERVO_STATE = "/servo/state"                # diagnostic_msgs/DiagnosticArray on
 SERVO_ENABLE = "/servo/enable"              # std_srvs/SetBool: false = hold and drop waypoints,
                                             # true = re-sync to the measured pose and follow again
 SERVO_RESET = "/servo/reset"                # std_srvs/Trigger: clear a latched e-stop / fault (then enable)
+SERVO_MOVE_TO_START = "/servo/move_to_start"  # std_srvs/Trigger: slow move to the configured start pose
 SERVO_USE_SOURCE = "/servo/use_{source}"    # std_srvs/Trigger, source policy | teleop: the one source
                                             # the servo follows (the other's input is ignored)
 ESTOP = "/estop"                            # std_msgs/Empty topic and std_srvs/Trigger service: hold

@@ -223,6 +223,19 @@ def test_state_only_policy():
     assert obs.images == {} and obs.lowdim["tcp_xy"].shape == (2, 2)
 
 
+def test_a_state_only_policy_refuses_an_object_whose_tracker_stopped():
+    """Without cameras nothing else ages the observation: a tracked object whose newest pose is
+    older than max_frame_age_s against now is stale, while the robot state keeps coming."""
+    buf = ObservationBuffer([], {"tcp_xy": 2, "block": 4}, obs_horizon=2, dt_s=DT, max_frame_age_s=0.25)
+    for t in range(T0, T0 + 10**9, 8 * MS):
+        buf.add_state(t, {"tcp_xy": [1.0, 1.0]})
+    for t in range(T0, T0 + 500 * MS, 50 * MS):         # the tracker lost the object at 0.45 s
+        buf.add_state(t, {"block": [0.5, 0.0, 1.0, 0.0]})
+    assert buf.build(T0 + 600 * MS).lowdim["block"].shape == (2, 4)
+    with pytest.raises(StaleObservation, match="state 'block': newest sample is"):
+        buf.build(T0 + 10**9)
+
+
 def test_concurrent_add_and_build():
     buf = _buffer(camera_names=["top"], history_s=0.5)
     stop = threading.Event()

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from dp_ros.core.robot_features import (DEFAULT_FIXED_POSE, check_fixed_pose, fixed_pose_from_targets,
-                                        mean_quaternion)
+                                        mean_quaternion, object_feature, object_names, planar_pose, robot_spec,
+                                        source_dim, split_sources)
 from dp_ros.core.transforms import quat_angle, quat_mul, rotvec_to_quat
 
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])
@@ -61,3 +62,27 @@ def test_fixed_pose_problem_checks_what_the_action_space_does_not_command():
     tilted = [0.5, 0.0, 0.05, 0.9659258, 0.0, 0.2588190, 0.0]   # 30 deg from tool-down
     assert "orientation" in fixed_pose_problem({**spec, "action_space": "xyz"}, tilted, 0.02, 0.17)
     assert fixed_pose_problem({**spec, "action_space": "xyz_rotvec"}, tilted, 0.02, 0.17) is None
+
+
+def test_object_pose_feature_does_not_wrap():
+    """x, y, cos yaw, sin yaw: poses either side of yaw = pi give neighbouring features."""
+    a, b = object_feature(planar_pose(0.5, 0.1, np.pi - 1e-3)), object_feature(planar_pose(0.5, 0.1, -np.pi + 1e-3))
+    assert np.abs(a - b).max() < 3e-3
+    np.testing.assert_allclose(object_feature(planar_pose(0.4, -0.2, 0.3, z=0.02)),
+                               [0.4, -0.2, np.cos(0.3), np.sin(0.3)], atol=1e-6)
+    with pytest.raises(ValueError):
+        object_feature([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])        # no orientation
+
+
+def test_object_sources_are_declared_like_robot_ones():
+    assert source_dim("object:T") == 4 and source_dim("tcp_xy") == 2
+    assert split_sources({"robot_pose": "tcp_xy", "block": "object:T"}) == ({"robot_pose": "tcp_xy"}, {"block": "T"})
+    spec = robot_spec({"robot": {"obs_sources": {"robot_pose": "tcp_xy", "block": "object:T"}}},
+                      {"robot_pose": 2, "block": 4}, 2)
+    assert spec["obs_sources"]["block"] == "object:T"
+    with pytest.raises(ValueError, match="dim 3"):
+        robot_spec({"robot": {"obs_sources": {"block": "object:T"}}}, {"block": 3}, 2)
+    for bad in ("object:", "object:1T", "tcp_xyzw"):
+        with pytest.raises(ValueError):
+            source_dim(bad)
+    assert object_names(" T, cup ") == ["T", "cup"] and object_names("") == []

@@ -21,6 +21,7 @@ CAM_TOPIC = "/camera/top/image_raw"
 TCP_TOPIC = "/robot/tcp_pose"
 JOINT_TOPIC = "/robot/joint_states"
 TARGET_TOPIC = "/servo/target_pose"
+OBJECT_TOPIC = "/object/T/pose"            # a tracked object (written only when asked for)
 TOPICS = {
     CAM_TOPIC: "sensor_msgs/msg/Image",
     TCP_TOPIC: "geometry_msgs/msg/PoseStamped",
@@ -74,6 +75,13 @@ def _times(rng, start_ns, duration_s, hz, jitter_ms):
     return np.sort(stamps)
 
 
+def object_at(t_ns, t_origin_ns=T0) -> np.ndarray:
+    """The tracked object slides along x and turns about z through +-pi (where an angle would wrap)."""
+    t = (np.asarray(t_ns, dtype=np.int64) - t_origin_ns).astype(np.float64) * 1e-9
+    yaw = np.pi - 0.5 + 0.4 * t                 # crosses pi 1.25 s in
+    return np.stack([0.5 + 0.02 * t, 0.05 + 0 * t, 0 * t, 0 * t, 0 * t, np.sin(yaw / 2), np.cos(yaw / 2)], axis=-1)
+
+
 def joint_msg(q, stamp_ns) -> JointState:
     msg = JointState()
     msg.header.stamp = ns_to_time(stamp_ns)
@@ -85,7 +93,7 @@ def joint_msg(q, stamp_ns) -> JointState:
 def record_episode(root, name, *, start_ns=T0, duration_s=3.0, cam_hz=30.0, state_hz=125.0,
                    target_hz=50.0, hw=(48, 64), seed=0, skip_topics=(), drop=None,
                    metadata=None, close=True, success=True, target_jitter_ms=2.0,
-                   latency_ms=(2.0, 15.0), target_fn=None):
+                   latency_ms=(2.0, 15.0), target_fn=None, object_hz=None):
     """Write one episode; returns (path or writer, truth). truth[topic] holds stamps/values in
     stamp order (camera: frame indices), truth["log_order"][topic] the same in receive order.
     target_fn(k) -> (7,) replaces target_at for the teleop targets."""
@@ -114,6 +122,12 @@ def record_episode(root, name, *, start_ns=T0, duration_s=3.0, cam_hz=30.0, stat
         for s, lg, v in zip(st, st + lat(len(st)), vals):
             m = pose_to_msg(v, s) if topic == TCP_TOPIC else joint_msg(v, s)
             msgs.append((lg, topic, serialize_message(m), s, v))
+    if object_hz:
+        st = _times(rng, start_ns, duration_s, object_hz, 2.0)
+        vals = object_at(st)
+        truth[OBJECT_TOPIC] = {"stamp": st, "value": vals}
+        for s, lg, v in zip(st, st + lat(len(st)), vals):
+            msgs.append((lg, OBJECT_TOPIC, serialize_message(pose_to_msg(v, s)), s, v))
     if TARGET_TOPIC not in skip_topics:
         st = _times(rng, start_ns, duration_s, target_hz, target_jitter_ms)
         vals = np.stack([(target_fn or target_at)(k) for k in range(len(st))])
@@ -122,6 +136,8 @@ def record_episode(root, name, *, start_ns=T0, duration_s=3.0, cam_hz=30.0, stat
             msgs.append((lg, TARGET_TOPIC, serialize_message(pose_to_msg(v, s)), s, v))
     msgs.sort(key=lambda m: m[0])
     topics = {t: ty for t, ty in TOPICS.items() if t not in skip_topics}
+    if object_hz:
+        topics[OBJECT_TOPIC] = "geometry_msgs/msg/PoseStamped"
     meta = {"task": "reach", "operator": "test", "config": {"cam_hz": cam_hz}}
     meta.update(metadata or {})
     w = EpisodeBagWriter(root, name, topics, meta)

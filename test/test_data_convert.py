@@ -10,7 +10,7 @@ from dp_ros.cli import main as cli_main
 from dp_ros.core.transforms import quat_to_rotvec
 from dp_ros.data.convert import main as convert_main
 from dp_ros.data.replay_buffer import ReplayBuffer
-from test_data_common import (CAM_TOPIC, JOINT_TOPIC, T0, TARGET_TOPIC, TCP_TOPIC, frame,
+from test_data_common import (CAM_TOPIC, OBJECT_TOPIC, object_at, JOINT_TOPIC, T0, TARGET_TOPIC, TCP_TOPIC, frame,
                               joints_at, record_episode, target_at, tcp_at)
 
 XY = ["--cameras", "top", "--image-size", "24", "32", "--frequency", "10",
@@ -362,3 +362,32 @@ def test_planar_fixed_pose_is_derived_from_the_recorded_targets(tmp_path, capsys
     given = [0.4, 0.0, 0.15, 1.0, 0.0, 0.0, 0.0]
     rc, summary3 = run(capsys, bags, "--out", tmp_path / "given.zarr", *XY, "--fixed-pose", *given)
     assert rc == 0 and summary3["fixed_pose"] == {"pose": given, "source": "given (--fixed-pose)"}
+
+
+def test_state_only_store_with_a_tracked_object(tmp_path, capsys):
+    """No camera: the TCP and a tracked object's pose (x, y, cos yaw, sin yaw: no wrap at +-pi)."""
+    _, truth = record_episode(tmp_path / "bags", "ep", duration_s=2.5, object_hz=30.0)
+    out = tmp_path / "d.zarr"
+    rc, summary = run(capsys, tmp_path / "bags", "--out", out, "--cameras",
+                      "--obs", "robot_pose=tcp_xy", "block=object:T")
+    assert rc == 0, summary
+    ep = ReplayBuffer.open(out).get_episode(0)
+    assert "top" not in ep and ep["block"].shape[1] == 4
+    grid = expected_grid(truth, [TCP_TOPIC, OBJECT_TOPIC, TARGET_TOPIC], 100_000_000)
+    assert len(ep["block"]) == len(grid)
+    want = object_at(grid)
+    yaw = 2 * np.arctan2(want[:, 5], want[:, 6])
+    np.testing.assert_allclose(ep["block"][:, :2], want[:, :2], atol=1e-6)
+    np.testing.assert_allclose(ep["block"][:, 2], np.cos(yaw), atol=1e-4)
+    np.testing.assert_allclose(ep["block"][:, 3], np.sin(yaw), atol=1e-4)
+    assert np.abs(np.diff(ep["block"][:, 2:], axis=0)).max() < 0.1      # continuous through +-pi
+    np.testing.assert_allclose(ep["robot_pose"], tcp_at(grid)[:, :2], atol=1e-6)
+
+
+def test_a_missing_object_topic_is_named(tmp_path, capsys):
+    record_episode(tmp_path / "bags", "ep", duration_s=1.5)
+    rc, summary = run(capsys, tmp_path / "bags", "--out", tmp_path / "d.zarr", "--cameras",
+                      "--obs", "block=object:T")
+    assert rc == 1 and OBJECT_TOPIC in json.dumps(summary)
+    rc, summary = run(capsys, tmp_path / "bags", "--out", tmp_path / "e.zarr", "--obs", "block=object:")
+    assert rc == 2

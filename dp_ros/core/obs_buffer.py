@@ -19,8 +19,9 @@ the oldest sample, or when t_k is more than that limit after the newest one. Wit
 newest value is held (not extrapolated): a 125 Hz state stream normally lags the newest camera
 frame by a few ms, and extrapolation would amplify noise.
 
-Staleness against now: build(now_ns) refuses when any camera's newest frame is older than
-max_frame_age_s. Memory: samples older than history_s behind the newest are dropped. A stamp more
+Staleness against now: build(now_ns) refuses when any camera's newest frame or any state key's
+newest sample is older than max_frame_age_s (a tracker that lost its object, a stalled robot
+state stream: without cameras nothing else would notice). Memory: samples older than history_s behind the newest are dropped. A stamp more
 than history_s behind the newest one of its stream means the clock went back (simulation or bag
 restart): the buffer clears itself and counts it in stats["time_resets"].
 
@@ -228,6 +229,11 @@ class ObservationBuffer:
                 age = int(now_ns) - self._frames[cam].newest
                 if age > self.max_frame_age_ns:
                     raise StaleObservation(f"camera {cam!r}: newest frame is {_ms(age)} old "
+                                           f"(max {_ms(self.max_frame_age_ns)})")
+            for key in self.state_dims:
+                age = int(now_ns) - self._state[key].newest
+                if age > self.max_frame_age_ns:
+                    raise StaleObservation(f"state {key!r}: newest sample is {_ms(age)} old "
                                            f"(max {_ms(self.max_frame_age_ns)})")
         if self.camera_names:
             t_last = self._frames[self.camera_names[0]].newest

@@ -154,6 +154,13 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
                                        item=float, length=4, range=(-1.0, 1.0)),
         "orientation_limit_rad": Param(float, "largest angle of the commanded tool orientation from "
                                               "orientation_reference (rad); 0 = no limit", range=(0.0, math.pi)),
+        "move_to_start": Param(bool, "a start pose is configured: /servo/move_to_start moves the arm there "
+                                     "slowly, and `dp-ros deploy --hardware` does so before the policy streams"),
+        "start_pose": Param(list, "the start pose, base frame: x y z (m) qx qy qz qw; must lie inside the "
+                                  "workspace box and the orientation limit (checked at start-up)",
+                            item=float, length=7, range=(-2.0, 2.0)),
+        "start_move_speed": Param(float, "TCP speed of the move to start_pose (m/s, at most max_lin_speed); "
+                                         "it rotates at the same fraction of max_ang_speed", range=(0.001, 3.0)),
     },
     "sim_world_node": {
         "task": Param(str, "simulated task", choices=("reach", "pusht")),
@@ -193,10 +200,25 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
         "camera_names": Param(list, "recorded cameras", item=str, default_from="camera_node.camera_names"),
         "task": Param(str, "task of the scripted expert and the episode metadata", choices=("reach", "pusht"),
                       default_from="sim_world_node.task"),
+        "objects": Param(str, "tracked objects to record, comma-separated names (topic /object/<name>/pose); "
+                              "'' = none (the sim graph sets Push-T's T)"),
         "task_xy_min": Param(list, "the sim world's task plane corner (m)", item=float, length=2,
                              range=(-2.0, 2.0), default_from="sim_world_node.task_xy_min"),
         "task_xy_max": Param(list, "opposite corner (m)", item=float, length=2, range=(-2.0, 2.0),
                              default_from="sim_world_node.task_xy_max"),
+        # the cell's set-up, written into each episode's metadata (teleop does not apply them)
+        "apply_tcp_offset": Param(bool, "the servo sets tcp_offset on the robot (episode metadata)",
+                                  default_from="ur5_servo_node.apply_tcp_offset"),
+        "tcp_offset": Param(list, "the servo's TCP in the flange frame: x y z rx ry rz (episode metadata)",
+                            item=float, length=6, range=(-2.0, 6.3), default_from="ur5_servo_node.tcp_offset"),
+        "payload_kg": Param(float, "the servo's payload mass, negative: the pendant's (episode metadata)",
+                            range=(-1.0, 20.0), default_from="ur5_servo_node.payload_kg"),
+        "payload_cog": Param(list, "the servo's payload centre of gravity (m, episode metadata)", item=float,
+                             length=3, range=(-1.0, 1.0), default_from="ur5_servo_node.payload_cog"),
+        "exposure_us": Param(float, "the cameras' fixed exposure, 0 = auto (episode metadata)",
+                             range=(0.0, 200000.0), default_from="camera_node.exposure_us"),
+        "white_balance_k": Param(float, "the cameras' fixed white balance, 0 = auto (episode metadata)",
+                                 range=(0.0, 6500.0), default_from="camera_node.white_balance_k"),
     },
 }
 

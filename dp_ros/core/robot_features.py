@@ -2,10 +2,14 @@
 node (live), the bag converter (offline) and the trainer, so train and deploy cannot disagree.
 
 A checkpoint's `extra["robot"]` holds:
-  obs_sources: {lowdim obs key: source}, source in SOURCES
+  obs_sources: {lowdim obs key: source}, source in SOURCES or "object:<name>" (a tracked object's
+               pose on topics.OBJECT_POSE: x, y, cos yaw, sin yaw in the base frame - the angle
+               in a form that does not wrap)
   action_space: "xy" | "xyz" | "xyz_rotvec" (see dp_ros.core.action_space)
   fixed_pose: (7,) pose that supplies the coordinates a planar action space does not command
 """
+
+import re
 
 import numpy as np
 
@@ -18,6 +22,65 @@ SOURCES = {
     "joints": 6,
 }
 DEFAULT_FIXED_POSE = [0.55, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0]   # the simulator's: TCP pointing down at table height
+OBJECT_PREFIX = "object:"
+OBJECT_DIM = 4    # x, y, cos(yaw), sin(yaw): a planar object pose (Push-T's T on the table)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")     # one ROS topic-name token
+
+
+def object_names(text: str) -> list[str]:
+    """"T, cup" -> ["T", "cup"]; "" -> []. ValueError on a name that cannot be a topic token."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    bad = [n for n in names if not _NAME.match(n)]
+    if bad:
+        raise ValueError(f"object names must be letters, digits and _ (not starting with a digit): {bad}")
+    return names
+
+
+def object_of(source: str) -> str | None:
+    """The object name of an "object:<name>" source, else None."""
+    if not str(source).startswith(OBJECT_PREFIX):
+        return None
+    name = source[len(OBJECT_PREFIX):]
+    object_names(name)
+    if not name:
+        raise ValueError(f"observation source {source!r} names no object")
+    return name
+
+
+def source_dim(source: str) -> int:
+    """How many numbers a source gives; ValueError for an unknown one."""
+    if object_of(source) is not None:
+        return OBJECT_DIM
+    if source not in SOURCES:
+        raise ValueError(f"unknown observation source {source!r} (known: {sorted(SOURCES)} and "
+                         f"{OBJECT_PREFIX}<name>)")
+    return SOURCES[source]
+
+
+def object_feature(pose) -> np.ndarray:
+    """A tracked object's pose (7,) -> (x, y, cos yaw, sin yaw), yaw about the base z axis."""
+    p = as_pose(pose, "object pose")
+    x, y, z, w = p[3:]
+    yaw = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    return np.array([p[0], p[1], np.cos(yaw), np.sin(yaw)], dtype=np.float32)
+
+
+def split_sources(obs_sources: dict) -> tuple[dict, dict]:
+    """{key: source} -> ({key: robot source}, {key: object name}): what the robot state gives and
+    what comes from object pose topics."""
+    robot, objects = {}, {}
+    for key, source in obs_sources.items():
+        name = object_of(source)
+        if name is None:
+            robot[key] = source
+        else:
+            objects[key] = name
+    return robot, objects
+
+
+def planar_pose(x: float, y: float, yaw: float, z: float = 0.0) -> np.ndarray:
+    """(7,) pose of an object lying on the table at (x, y) turned by yaw about the base z axis."""
+    return np.array([x, y, z, 0.0, 0.0, np.sin(yaw / 2.0), np.cos(yaw / 2.0)])
 
 
 def feature(source: str, tcp_pose: np.ndarray, joints: np.ndarray | None = None) -> np.ndarray:
@@ -44,9 +107,9 @@ def robot_spec(extra: dict | None, lowdim_obs: dict, action_dim: int) -> dict:
             if dim not in by_dim:
                 raise ValueError(f"no default robot source for lowdim obs {key!r} of dim {dim}")
             sources[key] = by_dim[dim]
-        if SOURCES.get(sources[key]) != dim:
+        if source_dim(sources[key]) != dim:
             raise ValueError(f"lowdim obs {key!r} has dim {dim} but source {sources[key]!r} gives "
-                             f"{SOURCES.get(sources[key])}")
+                             f"{source_dim(sources[key])}")
     kind = spec.get("action_space") or {2: "xy", 3: "xyz", 6: "xyz_rotvec"}.get(action_dim)
     if kind is None:
         raise ValueError(f"no default action space for action_dim {action_dim}")

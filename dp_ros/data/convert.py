@@ -12,7 +12,8 @@ Per episode, with dt = 1/frequency:
     max_frame_offset (default dt/2 + 10 ms); resized to image_size with cv2.INTER_AREA;
   * robot state at t_k, linearly interpolated between the bracketing TCP PoseStamped samples
     (slerp for the quaternion of `tcp_pose`) or JointState samples, if they are at most
-    max_state_gap apart (default 2*dt);
+    max_state_gap apart (default 2*dt); an `object:<name>` observation likewise from the
+    object's PoseStamped topic (/object/<name>/pose) as x, y, cos yaw, sin yaw;
   * action at t_k = the latest commanded target (action topic) stamped at or before t_k + dt/2
     (the one nearest the step), mapped by the action space (dp_ros.core.action_space).
 The coordinates an xy / xyz action does not command come from fixed_pose: --fixed-pose (or the
@@ -48,7 +49,8 @@ import numpy as np
 from dp_ros import topics as T
 from dp_ros.core import timing
 from dp_ros.core.action_space import KINDS, ActionSpace
-from dp_ros.core.robot_features import DEFAULT_FIXED_POSE, SOURCES, fixed_pose_from_targets
+from dp_ros.core.robot_features import (DEFAULT_FIXED_POSE, SOURCES, fixed_pose_from_targets, object_feature,
+                                       object_of, source_dim, split_sources)
 from dp_ros.core.transforms import continuous_quats, pose_interp
 from dp_ros.data.bag_reader import BadBag, bag_info, find_bags, read_episode
 from dp_ros.data.replay_buffer import ConfigMismatch, ReplayBuffer, RESERVED_KEYS
@@ -127,8 +129,10 @@ def make_config(settings: dict) -> dict:
     if h < 1 or w < 1:
         raise ValueError(f"image_size must be [H, W] >= 1, got {s['image_size']}")
     for key, source in obs.items():
-        if source not in SOURCES:
-            raise ValueError(f"obs {key!r}: unknown source {source!r} (known: {sorted(SOURCES)})")
+        try:
+            source_dim(source)
+        except ValueError as exc:
+            raise ValueError(f"obs {key!r}: {exc}") from None
     names = list(cams) + list(obs)
     clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(RESERVED_KEYS)))
     if clash:
@@ -151,6 +155,10 @@ def make_config(settings: dict) -> dict:
     }
 
 
+def object_topic(name: str) -> str:
+    return T.OBJECT_POSE.format(name=name)
+
+
 def required_topics(config: dict) -> list[str]:
     req = list(config["cameras"].values())
     sources = set(config["obs"].values())
@@ -158,6 +166,7 @@ def required_topics(config: dict) -> list[str]:
         req.append(config["tcp_topic"])
     if "joints" in sources:
         req.append(config["joints_topic"])
+    req += [object_topic(name) for name in sorted(set(split_sources(config["obs"])[1].values()))]
     req.append(config["action_topic"])
     return list(dict.fromkeys(req))
 
@@ -248,9 +257,22 @@ def resample_episode(ep, config: dict, tol: dict) -> tuple[dict, dict]:
                     for k in np.flatnonzero(~ok & valid)})
         valid &= ok
         joints = q[lo] + w[:, None] * (q[hi] - q[lo])
+    objects = {}
+    for name in sorted(set(split_sources(config["obs"])[1].values())):
+        topic = object_topic(name)
+        t, order = streams[topic]
+        # per sample first, then interpolated: (x, y, cos, sin) as the policy node's buffer does it
+        feats = np.stack([object_feature(p) for p in ep[topic].data[order]])
+        lo, hi, w, ok = _bracket(t, grid, max_gap_ns)
+        why.update({int(k): f"object {name!r}: no pose within max_state_gap around the step"
+                    for k in np.flatnonzero(~ok & valid)})
+        valid &= ok
+        objects[name] = feats[lo] + w[:, None] * (feats[hi] - feats[lo])
     for key, source in config["obs"].items():
         if source == "joints":
             data[key] = joints.astype(np.float32)
+        elif object_of(source) is not None:
+            data[key] = objects[object_of(source)].astype(np.float32)
         else:
             data[key] = tcp[:, :SOURCES[source]].astype(np.float32)
 
@@ -313,6 +335,7 @@ def convert_bag(bag: Path, buf: ReplayBuffer, config: dict, tol: dict) -> dict:
     ep = read_episode(bag, topics=required_topics(config), required=required_topics(config),
                       image_transform=resize)
     expected = {t: "sensor_msgs/msg/Image" for t in config["cameras"].values()}
+    expected.update({object_topic(n): "geometry_msgs/msg/PoseStamped" for n in split_sources(config["obs"])[1].values()})
     expected.update({config["tcp_topic"]: "geometry_msgs/msg/PoseStamped",
                      config["action_topic"]: "geometry_msgs/msg/PoseStamped",
                      config["joints_topic"]: "sensor_msgs/msg/JointState"})
@@ -353,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="zarr replay buffer (created or appended to)")
     p.add_argument("--config", help="YAML with any of the options below (top level or under "
                                     "'convert:'); command-line options win")
-    p.add_argument("--cameras", nargs="+", help="camera names, NAME or NAME=TOPIC "
-                                                "(default topic /camera/NAME/image_raw)")
+    p.add_argument("--cameras", nargs="*", help="camera names, NAME or NAME=TOPIC "
+                                                "(default topic /camera/NAME/image_raw); none given: "
+                                                "a state-only store")
     p.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"))
     p.add_argument("--frequency", type=float, help="control frequency in Hz (dt = 1/frequency)")
     p.add_argument("--action-topic")

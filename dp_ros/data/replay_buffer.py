@@ -192,7 +192,7 @@ class ReplayBuffer:
     # --- appending ------------------------------------------------------------------------
     def _check_against_config(self, data: dict[str, np.ndarray]) -> None:
         from dp_ros.core.action_space import KINDS
-        from dp_ros.core.robot_features import SOURCES
+        from dp_ros.core.robot_features import source_dim
 
         cfg = self.config
         cams = list(cfg.get("cameras", {}))
@@ -209,8 +209,8 @@ class ReplayBuffer:
                     raise ValueError(f"camera {cam!r} frames are {data[cam].shape[1:]}, the store "
                                      f"holds ({h}, {w}, 3)")
         for key, source in obs.items():
-            if data[key].shape[1:] != (SOURCES[source],):
-                raise ValueError(f"{key!r} ({source}) must be (T, {SOURCES[source]}), got "
+            if data[key].shape[1:] != (source_dim(source),):
+                raise ValueError(f"{key!r} ({source}) must be (T, {source_dim(source)}), got "
                                  f"{data[key].shape}")
         if "action_space" in cfg and data["action"].shape[1:] != (KINDS[cfg["action_space"]],):
             raise ValueError(f"action ({cfg['action_space']}) must be "

@@ -19,7 +19,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dp_ros import topics
 from dp_ros.core.obs_buffer import ObservationBuffer, StaleObservation, fit_frame
-from dp_ros.core.robot_features import feature, fixed_pose_problem
+from dp_ros.core.robot_features import feature, fixed_pose_problem, object_feature, split_sources
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_image, msg_to_pose, msg_to_trajectory, ns_to_time, time_to_ns, trajectory_to_msg
 from dp_ros.policy.config import PolicyConfig
@@ -53,6 +53,11 @@ class PolicyNode(Node):
         if "joints" in self.robot["obs_sources"].values():   # 100+ msgs/s the policy need not parse otherwise
             self.create_subscription(JointState, topics.ROBOT_JOINTS, self._on_joints, qos_profile_sensor_data)
         self.create_subscription(PoseStamped, topics.ROBOT_TCP_POSE, self._on_pose, qos_profile_sensor_data)
+        self.robot_sources, objects = split_sources(self.robot["obs_sources"])
+        for name in sorted(set(objects.values())):
+            keys = [k for k, n in objects.items() if n == name]
+            self.create_subscription(PoseStamped, topics.OBJECT_POSE.format(name=name),
+                                     lambda msg, keys=keys: self._on_object(keys, msg), qos_profile_sensor_data)
         self.create_subscription(MultiDOFJointTrajectory, topics.POLICY_REQUEST, self._on_request, 10)
 
         self.latencies = []        # request received -> chunk published, s
@@ -92,8 +97,17 @@ class PolicyNode(Node):
         if not np.all(np.isfinite(pose)):
             return
         self._measured = pose
-        values = {k: feature(src, pose, self._joints) for k, src in self.robot["obs_sources"].items()}
-        self.buffer.add_state(time_to_ns(msg.header.stamp), values)
+        values = {k: feature(src, pose, self._joints) for k, src in self.robot_sources.items()}
+        if values:
+            self.buffer.add_state(time_to_ns(msg.header.stamp), values)
+
+    def _on_object(self, keys, msg):
+        try:
+            value = object_feature(msg_to_pose(msg))
+        except ValueError as exc:
+            self.get_logger().warning(f"object pose: {exc}", throttle_duration_sec=WARN_THROTTLE_S)
+            return
+        self.buffer.add_state(time_to_ns(msg.header.stamp), {k: value for k in keys})
 
     def _on_request(self, msg):
         self._request_t = time.perf_counter()

@@ -35,6 +35,10 @@ class SimWorldNode(Node):
         self.task_pub = self.create_publisher(DiagnosticStatus, topics.SIM_TASK_STATE, 10)
         self.cam_pubs = {cam: self.create_publisher(Image, topics.SIM_CAMERA.format(name=cam), qos_profile_sensor_data)
                          for cam in p["camera_names"]}
+        # the tracker a real cell would have: object poses at the camera rate, stamped at capture
+        self.object_pubs = {name: self.create_publisher(PoseStamped, topics.OBJECT_POSE.format(name=name),
+                                                        qos_profile_sensor_data)
+                            for name in self.world.object_poses()}
         self.create_subscription(PoseStamped, topics.SIM_SERVO, self._on_servo, 10)
         self.create_service(Trigger, topics.SIM_RESET, self._on_reset)
         self.physics_dt = 1.0 / p["physics_rate_hz"]
@@ -77,6 +81,8 @@ class SimWorldNode(Node):
 
     def _render(self):
         now = self._now()
+        for name, pose in self.world.object_poses().items():
+            self.object_pubs[name].publish(pose_to_msg(pose, now))
         for cam, pub in self.cam_pubs.items():
             self.frame_numbers[cam] += 1
             # frame number rides in frame_id so the camera backend can count drops

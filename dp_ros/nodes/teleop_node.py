@@ -18,8 +18,9 @@ from sensor_msgs.msg import Image, JointState, Joy
 from std_srvs.srv import Trigger
 
 from dp_ros import topics
+from dp_ros.core.robot_features import object_names
 from dp_ros.core.teleop import TeleopMapper
-from dp_ros.data.recorder import EpisodeRecorder
+from dp_ros.data.recorder import EpisodeRecorder, cell_metadata
 from dp_ros.nodes import backends
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_pose, ns_to_time, pose_to_msg, task_state_from_msg
@@ -44,7 +45,8 @@ RECORD_QUEUE_DEPTH = 200
 class TeleopNode(Node):
     def __init__(self):
         super().__init__("teleop_node")
-        self.p = p = declare(self, "teleop_node")   # workspace, task, cameras: from the other nodes' sections
+        # workspace, task, cameras, tool, payload, exposure: from the other nodes' sections
+        self.p = p = declare(self, "teleop_node")
         self.dt = 1.0 / p["rate_hz"]
         self.mapper = TeleopMapper(p["workspace_min"], p["workspace_max"], p["max_speed_m_s"],
                                    p["max_rot_speed_rad_s"], p["deadzone"], p["planar"])
@@ -63,17 +65,20 @@ class TeleopNode(Node):
         self.recorded = dict(RECORDED)
         for cam in p["camera_names"]:
             self.recorded[topics.CAMERA_IMAGE.format(name=cam)] = (Image, "sensor_msgs/msg/Image")
+        for name in object_names(p["objects"]):
+            self.recorded[topics.OBJECT_POSE.format(name=name)] = (PoseStamped, "geometry_msgs/msg/PoseStamped")
         if p["sim"]:
             self.recorded.update(SIM_RECORDED)
         stamped = [t for t, (cls, _) in self.recorded.items() if hasattr(cls, "header")]
         self.recorder = EpisodeRecorder(p["output_dir"], {t: ty for t, (_, ty) in self.recorded.items()},
-                                        stamped_topics=stamped)
+                                        stamped_topics=stamped, base_metadata=cell_metadata(p))
         # Deep queues: a short stall of this process (the expert planning, a chunk flush) must not
         # lose messages; best-effort readers only drop what overflows their history. The callback
         # takes the message info: its publication sequence numbers prove nothing was lost.
         sensor_qos = QoSProfile(depth=RECORD_QUEUE_DEPTH, reliability=ReliabilityPolicy.BEST_EFFORT)
         for topic, (msg_type, _) in self.recorded.items():
-            qos = sensor_qos if (topic in SENSOR_TOPICS or topic.startswith("/camera/")) else RECORD_QUEUE_DEPTH
+            sensor = topic in SENSOR_TOPICS or topic.startswith(("/camera/", "/object/"))
+            qos = sensor_qos if sensor else RECORD_QUEUE_DEPTH
             self.create_subscription(msg_type, topic, lambda data, info, t=topic: self._record(t, data, info),
                                      qos, raw=True)
 

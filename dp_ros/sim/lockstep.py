@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dp_ros.core.obs_buffer import ObservationBuffer, StaleObservation, fit_frame
-from dp_ros.core.robot_features import feature, fixed_pose_problem
+from dp_ros.core.robot_features import feature, fixed_pose_problem, object_feature, split_sources
 from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.core.servo_controller import Action, ServoController
 from dp_ros.policy.planner import ChunkPlanner, Commitment
@@ -71,6 +71,10 @@ class LockstepEvaluator:
         self.frame_ns = int(round(1e9 / self.params["sim_world_node"]["camera_fps"]))
         self.sampling_seed = int(sampling_seed)
         self.sources = self.planner.robot["obs_sources"]
+        missing = sorted(set(split_sources(self.sources)[1].values()) - set(self.world.object_poses()))
+        if missing:
+            raise ValueError(f"the checkpoint observes objects {missing} that the {self.world.task_name} world "
+                             f"does not have (it has {sorted(self.world.object_poses())})")
 
     def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None):
         """Settings that may change between runs of one evaluator (the model stays loaded)."""
@@ -97,12 +101,20 @@ class LockstepEvaluator:
     # ------------------------------------------------------------------ sensors
     def _sample_state(self, buffer, now):
         pose = self.world.tcp_pose()
-        joints = self.world.joints() if "joints" in self.sources.values() else None
-        buffer.add_state(now, {k: feature(src, pose, joints) for k, src in self.sources.items()})
+        robot_sources, _ = split_sources(self.sources)
+        joints = self.world.joints() if "joints" in robot_sources.values() else None
+        if robot_sources:
+            buffer.add_state(now, {k: feature(src, pose, joints) for k, src in robot_sources.items()})
 
     def _sample_frames(self, buffer, now):
+        """The camera-rate sensors: frames, and object poses (the sim world node publishes them with
+        each render, as a tracker running on the camera's images would)."""
         for cam, size in self.cfg.cameras.items():
             buffer.add_frame(cam, now, fit_frame(self.world.render(cam), size))
+        _, objects = split_sources(self.sources)
+        if objects:
+            poses = self.world.object_poses()
+            buffer.add_state(now, {k: object_feature(poses[name]) for k, name in objects.items()})
 
     def _commitment(self, scheduler, now):
         times, poses = scheduler.committed_path(now)

@@ -8,9 +8,14 @@ Poses are numpy (7,) [x, y, z, qx, qy, qz, qw] in the robot base frame, metres.
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from dp_ros.core.robot_features import planar_pose
+
 from . import ur5_kinematics as kin
 from .pusht import TASK_SIZE, PushTTask
 from .reach import ReachTask
+
+# The objects each task's world publishes poses of (topics.OBJECT_POSE), as a tracker would.
+TASK_OBJECTS = {"pusht": ("T",), "reach": ()}
 
 # Tool pointing straight down (180 deg about base x), the usual pushing orientation.
 TOOL_DOWN_QUAT = np.array([1.0, 0.0, 0.0, 0.0])
@@ -246,6 +251,16 @@ class SimWorld:
         return self.robot.joint_positions()
 
     # -- sensing -----------------------------------------------------------------------------
+    def object_poses(self) -> dict:
+        """{name: (7,) pose in the base frame} of the tracked objects, as a tracker on the real cell
+        would publish them: Push-T's T (its body origin, on the table at z 0, turned about z)."""
+        if "T" not in TASK_OBJECTS[self.task_name]:
+            return {}
+        x, y, theta = self.task.block_pose
+        # task y points the other way from robot y: a turn by theta in the task is -theta in the base frame
+        bx, by = self.mapping.to_robot(np.array([x, y]))
+        return {"T": planar_pose(bx, by, -theta)}
+
     def render(self, camera="top"):
         """uint8 HxWx3 RGB image of the named camera at its configured size."""
         if camera not in self.image_sizes:
