@@ -191,6 +191,7 @@ class RTDEServo(RobotControlBackend):
         self._monitor = RTDEReceive(host, self.frequency_hz)
         self._servoing = False
         self._refused = None
+        self._stop_seen = False   # fault() has waited for the monitor once since the last recovery
         self.setup = self._apply_setup()
 
     def _apply_setup(self) -> dict:
@@ -234,6 +235,14 @@ class RTDEServo(RobotControlBackend):
         if not c.isConnected():
             return f"connection to the UR controller at {self.host} lost (RTDE control)"
         reason = self._monitor.fault()
+        if reason is None and not self._stop_seen and (self._refused or not c.isProgramRunning()):
+            # The control connection can see the program stop (or servoL refused) a package before
+            # the monitor's connection sees the safety stop that caused it, and the servo latches
+            # the first reason: wait once for a package sent after this, so that the reason is
+            # the stop itself, not "program not running".
+            self._stop_seen = True
+            self._monitor.fresh_status(timeout_s=0.25)
+            reason = self._monitor.fault()
         if reason is None and not c.isProgramRunning():
             reason = "control program not running (stopped on the pendant, by a safety stop or the watchdog)"
         if reason is None and self._refused:
@@ -264,6 +273,7 @@ class RTDEServo(RobotControlBackend):
                                    f"and no other program or client running?")
         self._refused = None
         self._servoing = False
+        self._stop_seen = False
         self.setup = self._apply_setup()
 
     def hold(self, deceleration=10.0):

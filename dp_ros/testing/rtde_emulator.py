@@ -217,6 +217,7 @@ class URControllerEmulator:
         self.script = ControlScript(self.arm)
         self.dashboard = DashboardServer(self, remote_control=remote_control)
         self.stalled = False
+        self.scripts_received = 0   # control scripts uploaded: a test sees a recovery re-upload it
         self._clients = []
         self._listeners = []
         self._threads = []
@@ -314,11 +315,14 @@ class URControllerEmulator:
             self.script.stop()
 
     def freeze_clock(self, frozen=True):
-        """Keep sending data packages, all with the same controller timestamp."""
+        """Keep sending data packages, all with the same controller timestamp; freeze_clock(False)
+        lets it run on from that value."""
         with self.arm.lock:
+            if not frozen and self.arm.frozen_at is not None:
+                # resume from the value it stood at (t0 moved while still frozen: clearing
+                # frozen_at first made this a no-op, and the clock jumped by the freeze's length)
+                self.arm.t0 = time.monotonic() - self.arm.frozen_at
             self.arm.frozen_at = self.arm.timestamp() if frozen else None
-            if not frozen:
-                self.arm.t0 = time.monotonic() - self.arm.timestamp()
 
     def stall_stream(self, stalled=True):
         """Stop sending data packages but keep the connections open (a hung controller)."""
@@ -345,7 +349,8 @@ class URControllerEmulator:
             return {"host": self.host, "tcp_pose": list(a.tcp_pose), "tcp_offset": list(a.tcp_offset), "payload": a.payload,
                     "program_running": a.program_running, "safety_mode": a.safety_mode,
                     "commands": [(t, c) for t, c, _ in a.commands], "dashboard": list(self.dashboard.commands),
-                    "clients": len(self._clients)}
+                    "clients": len(self._clients), "scripts_received": self.scripts_received,
+                    "timestamp": a.timestamp()}   # the controller clock, as RTDE's `timestamp` sends it
 
     # --- script ports: a program text starts the emulated control script
     def _serve_script(self, conn, addr):
@@ -357,6 +362,7 @@ class URControllerEmulator:
             text += chunk
             if b"def " in text and text.rstrip().endswith(b"end"):
                 with self.arm.lock:
+                    self.scripts_received += 1
                     self.script.start()
                 text = b""
 
