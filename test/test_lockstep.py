@@ -95,6 +95,36 @@ def test_frozen_prefix_comes_out_unchanged_and_is_continued_without_a_jump(evalu
         assert np.linalg.norm(p2[k, :2] - p2[k - 1, :2]) <= own_step + 1e-9
 
 
+def test_warm_start_stays_near_the_committed_plan_and_saves_network_calls(evaluator):
+    """Started from the committed path noised (warm_start), a new chunk keeps the frozen steps
+    exactly, lies closer to the old plan than chunks sampled from pure noise, and the skipped
+    denoising steps are network evaluations not made."""
+    planner: ChunkPlanner = evaluator.planner
+    policy = planner.policy
+    obs = _observation(evaluator)
+    times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(0))
+    k = evaluator.cfg.obs_horizon + 1
+    calls = []
+    original = policy._denoise
+    policy._denoise = lambda *a, **kw: calls.append(1) or original(*a, **kw)
+    try:
+        dist = {}
+        for warm in (0.0, 0.6):
+            committed = Commitment(times, poses, until_ns=int(times[k - 1]), warm_start=warm)
+            calls.clear()
+            chunks = [planner.plan(obs, generator=torch.Generator().manual_seed(s), committed=committed)[1]
+                      for s in range(20, 24)]
+            n_calls = len(calls) // len(chunks)
+            for c in chunks:
+                np.testing.assert_allclose(c[:k], poses[:k], atol=1e-6)
+            dist[warm] = (np.mean([np.linalg.norm(c[k:, :2] - poses[k:, :2], axis=1).mean() for c in chunks]), n_calls)
+    finally:
+        policy._denoise = original
+    steps = evaluator.cfg.num_inference_steps
+    assert dist[0.0][1] == steps and dist[0.6][1] == steps - round(0.6 * steps)
+    assert dist[0.6][0] < dist[0.0][0]
+
+
 def _observation(evaluator):
     """The observation the evaluator takes at the start of episode 0."""
     from dp_ros.core.obs_buffer import ObservationBuffer

@@ -124,3 +124,8 @@ def test_sanity_multimodal_command(tmp_path):
         assert "error" not in case, case
         assert case["prefix_max_error"] < 1e-5, case
         assert 0.0 <= case["other_side_fraction"] <= 1.0
+    # Judged: started from the committed chunk (warm start, as the deploy graph can), the
+    # resampled chunks stay in the prefix's mode.
+    warm = dp["with_frozen_prefix_warm"]
+    assert warm["mode_kept"], warm["per_case"]
+    assert all(case["prefix_max_error"] < 1e-5 for case in warm["per_case"])

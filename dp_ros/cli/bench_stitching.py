@@ -6,7 +6,8 @@ the bench prints one JSON: per mode and delay the success rate, mean max coverag
 acceleration of the waypoint path where chunks join and of the servo command after a junction,
 its largest jerk, and the mean distance between the old plan and the new chunk over their
 overlap. A mode is `blend`, `ensemble`, `none` or `inpaint`, the last optionally with guided
-overlap steps: `inpaint:4`. The episodes and sampling seeds are the same for every cell, so the
+overlap steps and a warm start (the share of denoising steps skipped by starting from the
+committed path): `inpaint:4`, `inpaint:4:0.5`. The episodes and sampling seeds are the same for every cell, so the
 cells differ only by mode and delay.
 """
 
@@ -29,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--delays", default="0,100,200,300,400", help="injected inference delays, ms")
     ap.add_argument("--modes", default="none,blend,ensemble,inpaint,inpaint:4",
-                    help="stitch modes; inpaint:K = K guided overlap steps")
+                    help="stitch modes; inpaint:K[:W] = K guided overlap steps, warm start W")
     ap.add_argument("--episodes", type=int, default=20, help="episodes per mode and delay")
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
     ap.add_argument("--device", default="cpu")
@@ -38,11 +39,12 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def parse_mode(text: str) -> tuple[str, int | None]:
-    name, _, soft = text.partition(":")
-    if soft and name != "inpaint":
-        raise ValueError(f"only inpaint takes guided steps (inpaint:K), got {text!r}")
-    return name, (int(soft) if soft else None)
+def parse_mode(text: str) -> tuple[str, int | None, float | None]:
+    name, _, rest = text.partition(":")
+    soft, _, warm = rest.partition(":")
+    if rest and name != "inpaint":
+        raise ValueError(f"only inpaint takes guided steps and a warm start (inpaint:K[:W]), got {text!r}")
+    return name, (int(soft) if soft else None), (float(warm) if warm else None)
 
 
 def main(argv=None) -> int:
@@ -61,15 +63,17 @@ def main(argv=None) -> int:
         print(f"[dp-ros bench stitching] ERROR: {exc}", file=sys.stderr)
         return 2
     default_soft = evaluator.params["policy_node"]["inpaint_soft_steps"]
+    default_warm = evaluator.params["policy_node"]["inpaint_warm_start"]
     bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
                        desc="episodes", unit="ep")
     results = {}
     t0 = time.monotonic()
     with bar:
-        for label, (stitch, soft) in zip(modes, parsed):
+        for label, (stitch, soft, warm) in zip(modes, parsed):
             results[label] = {}
             for delay_ms in delays:
-                evaluator.configure(delay_ms * 1e-3, stitch, default_soft if soft is None else soft)
+                evaluator.configure(delay_ms * 1e-3, stitch, default_soft if soft is None else soft,
+                                    default_warm if warm is None else warm)
                 summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
                 echo(f"[bench stitching] {label:>10} delay {delay_ms:>4g} ms: "

@@ -100,6 +100,9 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
                                          "new chunk is still guided toward the committed path (weight "
                                          "decaying linearly); 0 = freeze only what executes before arrival",
                                     range=(0, 64)),
+        "inpaint_warm_start": Param(float, "stitch inpaint: share of the denoising steps skipped by starting from "
+                                           "the committed path, noised (keeps the plan's mode; fewer network "
+                                           "evaluations); 0 = sample from pure noise", range=(0.0, 0.9)),
         "inference_realtime_priority": Param(
             int, "SCHED_RR priority of the inference process when a core stays free for the rest "
                  "(above the streaming nodes' 10, below the servo loop's); 0 = normal scheduling", range=(0, 99)),

@@ -161,7 +161,8 @@ class DiffusionPolicy(nn.Module):
     @torch.no_grad()
     def predict_action(self, obs: dict, generator: torch.Generator | None = None,
                        num_inference_steps: int | None = None, prefix: torch.Tensor | None = None,
-                       prefix_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                       prefix_weight: torch.Tensor | None = None, initial: torch.Tensor | None = None,
+                       warm_start: float = 0.0) -> dict[str, torch.Tensor]:
         """obs: {name: (B, To, ...)} (the last To steps are used) ->
         {"action_pred": (B, Tp, Da), "action": (B, Ta, Da)}, unnormalised. "action" starts at
         the latest observation step: action_pred[:, To-1 : To-1+Ta].
@@ -173,7 +174,13 @@ class DiffusionPolicy(nn.Module):
         equal to the prefix), a weight between 0 and 1 only pulls, 0 leaves it free. A network
         trained with train_prefix_steps gets its frozen steps clean instead of noised, as in
         training: replacement alone decides the free steps' mode at the noisiest steps, where
-        the noised prefix carries almost no signal, and the mode then often ignores it."""
+        the noised prefix carries almost no signal, and the mode then often ignores it.
+
+        initial (B, Tp, Da) unnormalised, with warm_start in [0, 1): the sampler skips that share of
+        its denoising steps and starts from `initial` noised to the first remaining step's level
+        (SDEdit) instead of from pure noise. Given the executing plan on this chunk's grid, the
+        mode is then the plan's (it is settled at the skipped, noisiest steps), and the skipped
+        steps are network evaluations saved."""
         cfg = self.config
         cond = self.encode_obs(obs, latest=True)  # once, reused by every denoising step
         B = cond.shape[0]
@@ -186,7 +193,17 @@ class DiffusionPolicy(nn.Module):
             known, w = self._inpaint_target(prefix, prefix_weight, shape, cond.dtype)
         sched = self.inference_scheduler
         sched.set_timesteps(num_inference_steps or cfg.num_inference_steps, device=self.device)
-        for t in sched.timesteps:
+        timesteps = sched.timesteps
+        if initial is not None and warm_start > 0:
+            if not 0 <= warm_start < 1:
+                raise ValueError(f"warm_start must be in [0, 1), got {warm_start}")
+            init = torch.as_tensor(initial, device=self.device, dtype=cond.dtype)
+            init = init.unsqueeze(0).expand(shape[0], -1, -1) if init.ndim == 2 else init
+            if tuple(init.shape) != shape or not torch.all(torch.isfinite(init)):
+                raise ValueError(f"initial must be finite, {shape} (B, Tp, Da), got {tuple(init.shape)}")
+            timesteps = timesteps[min(int(round(len(timesteps) * warm_start)), len(timesteps) - 1):]
+            x = self.train_scheduler.add_noise(self.normalizer.normalize(init, "action"), x, timesteps[:1])
+        for t in timesteps:
             if known is not None:
                 noise = torch.randn(shape, generator=generator, device=gen_dev, dtype=cond.dtype).to(self.device)
                 x = w * self.train_scheduler.add_noise(known, noise, t.reshape(1)) + (1 - w) * x

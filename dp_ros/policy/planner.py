@@ -25,6 +25,7 @@ class Commitment:
     poses: np.ndarray
     until_ns: int
     soft_steps: int = 0
+    warm_start: float = 0.0      # > 0: sampling starts from the path, noised (predict_action's warm_start)
 
 
 class ChunkPlanner:
@@ -62,12 +63,18 @@ class ChunkPlanner:
         """-> (times_ns (Tp,) int64, poses (Tp, 7)). ValueError on a non-finite prediction.
         committed: a Commitment (real-time chunking): the chunk is sampled with it inpainted."""
         times = timing.step_times(obs.stamps_ns[0], self.cfg.pred_horizon, self.dt_ns)
-        prefix = weight = None
+        prefix = weight = initial = None
+        warm = 0.0
         if committed is not None and len(committed.times_ns):
             prefix, weight = self.prefix_on_grid(committed, times)
+            if committed.warm_start > 0:
+                # the whole committed path on this chunk's grid (held past its ends): the plan's mode
+                path = PoseTrajectory(committed.times_ns, committed.poses)
+                initial = torch.from_numpy(self.action_space.from_pose(path(times)).astype(np.float32)).to(self.device)
+                initial, warm = initial.unsqueeze(0), float(committed.warm_start)
         with torch.inference_mode():
             out = self.policy.predict_action(self.to_tensors(obs), generator=generator,
-                                             prefix=prefix, prefix_weight=weight)
+                                             prefix=prefix, prefix_weight=weight, initial=initial, warm_start=warm)
         actions = out["action_pred"][0].float().cpu().numpy()
         if not np.all(np.isfinite(actions)):
             raise ValueError("policy produced non-finite actions; chunk discarded")

@@ -104,10 +104,11 @@ def train_diffusion(obs, action, obs_horizon, pred_horizon, action_horizon, seed
 
 @torch.no_grad()
 def sample_chunks(policy, obs, n_samples, seed, batch=1024, num_inference_steps=None, prefix=None,
-                  prefix_weight=None):
+                  prefix_weight=None, warm_start=0.0):
     """obs: {name: (N, To, D)} -> action_pred samples (N, n_samples, Tp, Da). Each observation is
     repeated n_samples times so every sample starts from its own initial noise. prefix (N, Tp, Da)
-    with prefix_weight (Tp,): inpainted into every sample of its observation."""
+    with prefix_weight (Tp,): inpainted into every sample of its observation; with warm_start > 0
+    the whole prefix chunk is also the sampler's starting point (predict_action's `initial`)."""
     g = torch.Generator().manual_seed(seed)
     n = len(next(iter(obs.values())))
     rep = {k: torch.as_tensor(np.repeat(v, n_samples, axis=0), dtype=torch.float32) for k, v in obs.items()}
@@ -118,7 +119,9 @@ def sample_chunks(policy, obs, n_samples, seed, batch=1024, num_inference_steps=
         out.append(policy.predict_action({k: v[i:i + batch] for k, v in rep.items()}, generator=g,
                                          num_inference_steps=num_inference_steps,
                                          prefix=None if rep_prefix is None else rep_prefix[i:i + batch],
-                                         prefix_weight=prefix_weight)["action_pred"])
+                                         prefix_weight=prefix_weight, warm_start=warm_start,
+                                         initial=None if rep_prefix is None or not warm_start
+                                         else rep_prefix[i:i + batch])["action_pred"])
     pred = torch.cat(out).cpu().numpy()
     return pred.reshape(n, n_samples, *pred.shape[1:])
 

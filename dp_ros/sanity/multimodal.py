@@ -7,15 +7,18 @@ Policy must sample both modes (each 35-65 %) and commit to one per chunk (at mos
 switch sides or cut through the obstacle). The same network trained as a direct MSE regressor is
 reported beside it: it predicts the mean of the two modes, i.e. straight through the obstacle.
 
-Real-time chunking, reported (not judged): the first PREFIX_STEPS waypoints of a chunk from one
-mode are frozen (inpainting, as `stitch: inpaint` does with the committed plan) and 200 chunks
-resampled; the figures say how many leave that mode. Measured with this check's network: from a
-5-step prefix at y = -0.9 (0.13 to one side at its end) 40-55 % of the resampled chunks switch
-side, 2-18 % at y = -0.7; the same with gradient guidance (pseudo-inverse, weight up to 5),
-RePaint-style resampling, or the network trained with a clean prefix (train_prefix_steps = 6).
-With epsilon prediction the mode is settled at the noisiest steps, where a prefix changes the
-optimal prediction by only ~sqrt(alpha_bar) of its size. The frozen steps themselves come out
-exactly as given.
+Real-time chunking: the first PREFIX_STEPS waypoints of a chunk from one mode are frozen
+(inpainting, as `stitch: inpaint` does with the committed plan) and 200 chunks resampled; the
+figures say how many leave that mode. Sampled from pure noise (reported, not judged), with this
+check's network: from a 5-step prefix at y = -0.9 (0.13 to one side at its end) 40-55 % of the
+resampled chunks switch side, 2-18 % at y = -0.7; the same with gradient guidance
+(pseudo-inverse, weight up to 5), RePaint-style resampling, or the network trained with a clean
+prefix (train_prefix_steps = 6). With epsilon prediction the mode is settled at the noisiest
+steps, where a prefix changes the optimal prediction by only ~sqrt(alpha_bar) of its size.
+Judged: started from the committed chunk noised, skipping WARM_START of the denoising steps (the
+deploy graph's `inpaint_warm_start`), at most MAX_BAD_RATE of the chunks leave the mode. Share
+of chunks leaving the mode at y = -0.9 by warm start (seed 0): 0.2: 35 %, 0.4: 19 %, 0.5: 10 %,
+0.6: 3.5 %, 0.7: 0.5 %, 0.8: 0. The frozen steps come out exactly as given in every variant.
 """
 
 import time
@@ -44,6 +47,7 @@ EVAL_OBS = np.array([[0.0, -0.9], [0.0, -0.8], [0.0, -0.7]])
 # Frozen waypoints for the real-time chunking check: from y = -0.9 the 5th is already ~0.15 to
 # one side (more than SIDE_TOL), so the prefix decides the mode and the free rest must follow it.
 PREFIX_STEPS = 5
+WARM_START = 0.7
 
 
 def path(progress, x0, side, width):
@@ -139,9 +143,10 @@ def _diffusion_figures(policy, seed, n_samples, num_inference_steps):
     }
 
 
-def _prefix_figures(policy, seed, n_samples, num_inference_steps):
+def _prefix_figures(policy, seed, n_samples, num_inference_steps, warm_start=0.0):
     """Per eval observation and side: freeze the first PREFIX_STEPS waypoints of a chunk sampled
-    in that mode, resample, and count chunks that leave the mode."""
+    in that mode, resample (from that chunk noised when warm_start > 0), and count chunks that
+    leave the mode."""
     weight = np.zeros(PRED_HORIZON, dtype=np.float32)
     weight[:PREFIX_STEPS] = 1.0
     out = []
@@ -157,16 +162,16 @@ def _prefix_figures(policy, seed, n_samples, num_inference_steps):
             prefix = free[clean[0]][None]
             chunks = common.sample_chunks(policy, {"pos": o[None, None]}, n_samples, seed=seed + 200 + i,
                                           num_inference_steps=num_inference_steps, prefix=prefix,
-                                          prefix_weight=weight)[0]
+                                          prefix_weight=weight, warm_start=warm_start)[0]
             s_side, s_sw, s_col = classify(o, chunks)
             out.append({"obs": o.tolist(), "side": want,
                         "same_side_fraction": float((s_side == want).mean()),
                         "other_side_fraction": float((s_side == -want).mean()),
                         "bad_rate": float((s_sw | s_col).mean()),
                         "prefix_max_error": float(np.abs(chunks[:, :PREFIX_STEPS] - prefix[:, :PREFIX_STEPS]).max())})
-    return {"prefix_steps": PREFIX_STEPS, "per_case": out,
-            "mode_kept": all("error" not in c and c["other_side_fraction"] == 0.0 and c["bad_rate"] <= MAX_BAD_RATE
-                             for c in out)}
+    return {"prefix_steps": PREFIX_STEPS, "warm_start": warm_start, "per_case": out,
+            "mode_kept": all("error" not in c and c["other_side_fraction"] <= MAX_BAD_RATE
+                             and c["bad_rate"] <= MAX_BAD_RATE for c in out)}
 
 
 def run(seed=0, steps=None, n_samples=200, n_demos=1000):
@@ -201,6 +206,8 @@ def run(seed=0, steps=None, n_samples=200, n_demos=1000):
     }
     diffusion.update(dp_train)
     diffusion["with_frozen_prefix"] = _prefix_figures(policy, seed, n_samples, EVAL_INFERENCE_STEPS)
+    diffusion["with_frozen_prefix_warm"] = _prefix_figures(policy, seed, n_samples, EVAL_INFERENCE_STEPS, WARM_START)
+    diffusion["passed"] = bool(diffusion["passed"] and diffusion["with_frozen_prefix_warm"]["mode_kept"])
 
     # Contrast: same U-Net, no noise input, trained to output the chunk directly with MSE. It
     # converges to the conditional mean within a few hundred steps, so it gets a quarter of them.

@@ -76,7 +76,8 @@ class LockstepEvaluator:
             raise ValueError(f"the checkpoint observes objects {missing} that the {self.world.task_name} world "
                              f"does not have (it has {sorted(self.world.object_poses())})")
 
-    def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None):
+    def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None,
+                  inpaint_warm_start: float | None = None):
         """Settings that may change between runs of one evaluator (the model stays loaded)."""
         from dp_ros.core.parameters import NODE_PARAMETERS
 
@@ -89,6 +90,9 @@ class LockstepEvaluator:
         if inpaint_soft_steps is not None:
             self.params["policy_node"]["inpaint_soft_steps"] = NODE_PARAMETERS["policy_node"]["inpaint_soft_steps"] \
                 .check("inpaint_soft_steps", int(inpaint_soft_steps))
+        if inpaint_warm_start is not None:
+            self.params["policy_node"]["inpaint_warm_start"] = NODE_PARAMETERS["policy_node"]["inpaint_warm_start"] \
+                .check("inpaint_warm_start", float(inpaint_warm_start))
 
     @property
     def stitch(self) -> str:
@@ -120,7 +124,8 @@ class LockstepEvaluator:
         times, poses = scheduler.committed_path(now)
         if not len(times):
             return None
-        return Commitment(times, poses, now + self.delay_ns, self.params["policy_node"]["inpaint_soft_steps"])
+        p = self.params["policy_node"]
+        return Commitment(times, poses, now + self.delay_ns, p["inpaint_soft_steps"], p["inpaint_warm_start"])
 
     # ------------------------------------------------------------------ one episode
     def run_episode(self, index: int, trace: EpisodeTrace | None = None) -> dict:
@@ -253,7 +258,8 @@ class LockstepEvaluator:
         summary = summarize(results)
         summary.update(boundary_stats(traces, self.tick_ns * 1e-9, 1.0 / self.cfg.control_frequency_hz))
         summary.update(mode="lockstep", delay_ms=round(self.delay_ns * 1e-6, 1), stitch=self.stitch,
-                       inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"], episodes=results)
+                       inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"],
+                       inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"], episodes=results)
         return summary
 
 
