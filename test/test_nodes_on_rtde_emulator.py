@@ -326,6 +326,10 @@ def test_dropped_connection_is_a_fault_naming_the_host(cell):
     diag = cell.wait_for(lambda: (d := probe.diag("robot_state_node", dropped)) and d[0] == DiagnosticStatus.ERROR
                          and d, "robot state ERROR on /diagnostics", may_die=may_die)
     assert "lost" in diag[1] and cell.host in diag[1]
+    # the receive side reconnects by itself (it only reads): the robot state streams again
+    faulted = time.monotonic()
+    cell.wait_for(lambda: (d := probe.diag("robot_state_node", faulted)) and d[0] == DiagnosticStatus.OK,
+                  "robot state streaming again after the reconnect", may_die=may_die)
     if "ur5_servo_node" in cell.procs.dead():
         warnings.warn(f"ur5_servo_node died (code {cell.procs.dead()['ur5_servo_node']}) in ur_rtde's reconnect "
                       f"after the dropped connection:\n{cell.procs.log_tail('ur5_servo_node', 8)}")

@@ -141,6 +141,9 @@ class RTDEReceive(RobotReceiveBackend):
         s = self.status()
         return ur_status.controller_fault(s["safety_mode"], s["safety_status_bits"], s["robot_mode"])
 
+    def connection_lost(self) -> bool:
+        return self._rtde is not None and not self._rtde.isConnected()
+
     def reconnect(self):
         if self._rtde is not None and not self._rtde.isConnected() and not self._rtde.reconnect():
             raise RuntimeError(f"cannot reconnect RTDE receive to the UR controller at {self.host}")

@@ -4,7 +4,8 @@ Samples are stamped with the controller's own clock mapped onto ROS time (RTDE) 
 world's stamp, and published only when that stamp advances: a frozen or lost robot stream
 stops the topics instead of repeating the last pose as fresh data. A backend fault (safety
 stop, lost connection, frozen controller clock) stops publishing and reports ERROR with the
-reason on /diagnostics."""
+reason on /diagnostics. A lost connection is retried every RECONNECT_INTERVAL_S: the receive side
+only reads, so streaming again is safe, and the servo's reset needs a fresh robot state."""
 
 import time
 
@@ -17,6 +18,8 @@ from dp_ros import topics
 from dp_ros.nodes import backends
 from dp_ros.nodes.common import Diagnostics, declare, run
 from dp_ros.nodes.msgs import ns_to_time, pose_to_msg
+
+RECONNECT_INTERVAL_S = 2.0
 
 UR_JOINTS = ["shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint",
              "wrist_1_joint", "wrist_2_joint", "wrist_3_joint"]
@@ -35,6 +38,7 @@ class RobotStateNode(Node):
         self.state_timeout_s = self.p["state_timeout_s"]
         self._last_sample_time = None
         self._last_publish = None   # time.monotonic() of the last publication
+        self._next_reconnect = 0.0
         self.create_timer(1.0 / self.p["rate_hz"], self._tick)
         self.create_timer(1.0, self._report)
 
@@ -43,10 +47,12 @@ class RobotStateNode(Node):
         if fault != self.fault:
             if fault:   # one call site per severity: rclpy refuses a severity change at one site
                 self.get_logger().error(f"robot fault: {fault}")
+                self._next_reconnect = time.monotonic() + RECONNECT_INTERVAL_S   # the fault is seen first
             else:
                 self.get_logger().info("robot fault cleared")
             self.fault = fault
         if fault:
+            self._maybe_reconnect()
             return   # nothing from a faulted robot is published as if it were valid
         sample = self.backend.read()
         if sample is None or (self._last_sample_time is not None and sample.time_s <= self._last_sample_time):
@@ -59,6 +65,18 @@ class RobotStateNode(Node):
         self.joint_pub.publish(joints)
         self.published += 1
         self._last_publish = time.monotonic()
+
+    def _maybe_reconnect(self):
+        lost = getattr(self.backend, "connection_lost", None)
+        if lost is None or not lost() or time.monotonic() < self._next_reconnect:
+            return
+        self._next_reconnect = time.monotonic() + RECONNECT_INTERVAL_S
+        try:
+            self.backend.reconnect()
+            self.get_logger().info("robot connection re-established")
+        except RuntimeError as exc:
+            self.get_logger().warning(f"{exc}; retrying every {RECONNECT_INTERVAL_S:g} s",
+                                      throttle_duration_sec=10.0)
 
     def _report(self):
         values = {"published": self.published}
