@@ -71,7 +71,8 @@ class LockstepEvaluator:
         self.frame_ns = int(round(1e9 / self.params["sim_world_node"]["camera_fps"]))
         self.sampling_seed = int(sampling_seed)
         self.sources = self.planner.robot["obs_sources"]
-        missing = sorted(set(split_sources(self.sources)[1].values()) - set(self.world.object_poses()))
+        self.robot_sources, self.object_sources = split_sources(self.sources)   # once: sampled every tick
+        missing = sorted(set(self.object_sources.values()) - set(self.world.object_poses()))
         if missing:
             raise ValueError(f"the checkpoint observes objects {missing} that the {self.world.task_name} world "
                              f"does not have (it has {sorted(self.world.object_poses())})")
@@ -105,20 +106,18 @@ class LockstepEvaluator:
     # ------------------------------------------------------------------ sensors
     def _sample_state(self, buffer, now):
         pose = self.world.tcp_pose()
-        robot_sources, _ = split_sources(self.sources)
-        joints = self.world.joints() if "joints" in robot_sources.values() else None
-        if robot_sources:
-            buffer.add_state(now, {k: feature(src, pose, joints) for k, src in robot_sources.items()})
+        joints = self.world.joints() if "joints" in self.robot_sources.values() else None
+        if self.robot_sources:
+            buffer.add_state(now, {k: feature(src, pose, joints) for k, src in self.robot_sources.items()})
 
     def _sample_frames(self, buffer, now):
         """The camera-rate sensors: frames, and object poses (the sim world node publishes them with
         each render, as a tracker running on the camera's images would)."""
         for cam, size in self.cfg.cameras.items():
             buffer.add_frame(cam, now, fit_frame(self.world.render(cam), size))
-        _, objects = split_sources(self.sources)
-        if objects:
+        if self.object_sources:
             poses = self.world.object_poses()
-            buffer.add_state(now, {k: object_feature(poses[name]) for k, name in objects.items()})
+            buffer.add_state(now, {k: object_feature(poses[name]) for k, name in self.object_sources.items()})
 
     def _commitment(self, scheduler, now):
         times, poses = scheduler.committed_path(now)
