@@ -66,12 +66,12 @@ class ChunkPlanner:
         prefix = weight = initial = None
         warm = 0.0
         if committed is not None and len(committed.times_ns):
-            prefix, weight = self.prefix_on_grid(committed, times)
-            if committed.warm_start > 0:
-                # the whole committed path on this chunk's grid (held past its ends): the plan's mode
-                path = PoseTrajectory(committed.times_ns, committed.poses)
-                initial = torch.from_numpy(self.action_space.from_pose(path(times)).astype(np.float32)).to(self.device)
-                initial, warm = initial.unsqueeze(0), float(committed.warm_start)
+            # the whole committed path on this chunk's grid (held past its ends), as actions
+            on_grid = self.action_space.from_pose(PoseTrajectory(committed.times_ns, committed.poses)(times))
+            on_grid = torch.from_numpy(on_grid.astype(np.float32)).to(self.device)
+            prefix, weight = self.prefix_on_grid(committed, times, on_grid)
+            if committed.warm_start > 0:   # sampling starts from the plan's mode
+                initial, warm = on_grid.unsqueeze(0), float(committed.warm_start)
         with torch.inference_mode():
             out = self.policy.predict_action(self.to_tensors(obs), generator=generator,
                                              prefix=prefix, prefix_weight=weight, initial=initial, warm_start=warm)
@@ -81,23 +81,20 @@ class ChunkPlanner:
         poses = np.stack([self.action_space.to_pose(a) for a in actions])
         return times, poses
 
-    def prefix_on_grid(self, committed, times):
-        """The committed path at this chunk's step times, as actions, and each step's weight: 1 up
-        to committed.until_ns (those execute before the chunk can arrive: frozen), then a linear
+    def prefix_on_grid(self, committed, times, on_grid):
+        """The committed path at this chunk's step times (on_grid: (Tp, action dim), the path held
+        past its ends), masked to the steps that take part, and each step's weight: 1 up to
+        committed.until_ns (those execute before the chunk can arrive: frozen), then a linear
         decay over the rest of the path when committed.soft_steps > 0 (guided), 0 beyond (free).
         Steps before the path's start (observation times already past) hold its first pose, so
         the frozen steps are always a prefix of the chunk, as a prefix-trained network saw them."""
-        path = PoseTrajectory(committed.times_ns, committed.poses)
-        covered = times <= path.end_ns
+        covered = times <= int(committed.times_ns[-1])
         weight = np.zeros(len(times))
         weight[covered & (times <= committed.until_ns)] = 1.0
         soft = np.nonzero(covered & (times > committed.until_ns))[0][:committed.soft_steps]
         weight[soft] = 1.0 - (np.arange(len(soft)) + 1) / (committed.soft_steps + 1)
-        prefix = np.zeros((len(times), self.action_space.dim), dtype=np.float32)
-        used = weight > 0
-        if used.any():
-            prefix[used] = self.action_space.from_pose(path(times[used]))
-        return torch.from_numpy(prefix).to(self.device), torch.from_numpy(weight.astype(np.float32)).to(self.device)
+        weight = torch.from_numpy(weight.astype(np.float32)).to(self.device)
+        return on_grid * (weight > 0).unsqueeze(-1), weight
 
     def warm_up(self, n=2):
         cfg = self.cfg

@@ -9,6 +9,7 @@ import numpy as np
 
 from dp_ros.runtime.monitor import GraphMonitor, check_alive, wait_until
 from dp_ros.runtime.processes import NodeProcesses
+from dp_ros.sim.world import episode_scores
 
 
 def run_episode(monitor: GraphMonitor, procs: NodeProcesses, index: int, settle_s=0.5):
@@ -95,11 +96,5 @@ def scheduler_counter(monitor, word):
 
 def rollout_summary(episodes: list[dict], latencies_s: list[float]) -> dict:
     """What a run of run_episode() scores: success rate, coverage, latency over all chunks, drops."""
-    return dict(
-        success_rate=round(sum(e["success"] for e in episodes) / len(episodes), 3),
-        mean_final_coverage=round(float(np.mean([e["final_coverage"] for e in episodes])), 4),
-        # The Diffusion Policy paper's Push-T score: each episode's best coverage, averaged.
-        mean_max_coverage=round(float(np.mean([e["max_coverage"] for e in episodes])), 4),
-        inference_latency_ms=latency_summary(latencies_s and np.asarray(latencies_s) * 1e3),
-        dropped_waypoints=int(sum(e["dropped_waypoints"] for e in episodes)),
-    )
+    return dict(episode_scores(episodes),
+                inference_latency_ms=latency_summary(latencies_s and np.asarray(latencies_s) * 1e3))

@@ -34,6 +34,7 @@ from dp_ros.core.robot_features import feature, fixed_pose_problem, object_featu
 from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.core.servo_controller import Action, ServoController
 from dp_ros.policy.planner import ChunkPlanner, Commitment
+from dp_ros.sim.world import episode_scores
 
 SETTLE_S = 0.5          # still arm before the first request, as `dp-ros eval` waits after a reset
 START_NS = 10**12       # simulated clock origin: far from 0, so no time is ever negative
@@ -254,22 +255,12 @@ class LockstepEvaluator:
             traces.append(trace)
             if progress is not None:
                 progress(results[-1])
-        summary = summarize(results)
+        summary = dict(episode_scores(results), failed_chunks=int(sum(r["failed_chunks"] for r in results)))
         summary.update(boundary_stats(traces, self.tick_ns * 1e-9, 1.0 / self.cfg.control_frequency_hz))
         summary.update(mode="lockstep", delay_ms=round(self.delay_ns * 1e-6, 1), stitch=self.stitch,
                        inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"],
                        inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"], episodes=results)
         return summary
-
-
-def summarize(results: list[dict]) -> dict:
-    return {
-        "success_rate": round(sum(r["success"] for r in results) / len(results), 3),
-        "mean_final_coverage": round(float(np.mean([r["final_coverage"] for r in results])), 4),
-        "mean_max_coverage": round(float(np.mean([r["max_coverage"] for r in results])), 4),
-        "failed_chunks": int(sum(r["failed_chunks"] for r in results)),
-        "dropped_waypoints": int(sum(r["dropped_waypoints"] for r in results)),
-    }
 
 
 def _second_differences(t_ns, xyz) -> np.ndarray:

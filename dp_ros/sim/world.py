@@ -21,6 +21,18 @@ TASK_OBJECTS = {"pusht": ("T",), "reach": ()}
 TOOL_DOWN_QUAT = np.array([1.0, 0.0, 0.0, 0.0])
 
 
+
+def episode_scores(episodes: list[dict]) -> dict:
+    """The task scores of a set of evaluated episodes (dicts with success, final_coverage,
+    max_coverage, dropped_waypoints), the same for the real-time and the lockstep evaluation."""
+    return dict(
+        success_rate=round(sum(e["success"] for e in episodes) / len(episodes), 3),
+        mean_final_coverage=round(float(np.mean([e["final_coverage"] for e in episodes])), 4),
+        # The Diffusion Policy paper's Push-T score: each episode's best coverage, averaged.
+        mean_max_coverage=round(float(np.mean([e["max_coverage"] for e in episodes])), 4),
+        dropped_waypoints=int(sum(e["dropped_waypoints"] for e in episodes)),
+    )
+
 def _as_pose(pose):
     p = np.asarray(pose, dtype=float).reshape(-1)
     if p.shape != (7,):
