@@ -125,6 +125,26 @@ def test_warm_start_stays_near_the_committed_plan_and_saves_network_calls(evalua
     assert dist[0.6][0] < dist[0.0][0]
 
 
+
+def test_denoising_steps_override_the_checkpoints_and_are_checked(evaluator):
+    """policy_node.denoising_steps: the network is evaluated that many times per chunk (0: the
+    checkpoint's num_inference_steps); more than the training schedule has is refused by name."""
+    base: ChunkPlanner = evaluator.planner
+    obs = _observation(evaluator)
+    calls = []
+    original = base.policy._denoise
+    base.policy._denoise = lambda *a, **kw: calls.append(1) or original(*a, **kw)
+    try:
+        for steps, expected in ((0, evaluator.cfg.num_inference_steps), (4, 4)):
+            planner = ChunkPlanner(base.policy, base.robot, base.device, denoising_steps=steps)
+            calls.clear()
+            times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(0))
+            assert len(calls) == expected and np.all(np.isfinite(poses))
+    finally:
+        base.policy._denoise = original
+    with pytest.raises(ValueError, match="denoising_steps"):
+        ChunkPlanner(base.policy, base.robot, base.device, denoising_steps=evaluator.cfg.num_train_timesteps + 1)
+
 def _observation(evaluator):
     """The observation the evaluator takes at the start of episode 0."""
     from dp_ros.core.obs_buffer import ObservationBuffer

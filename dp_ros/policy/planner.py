@@ -29,16 +29,21 @@ class Commitment:
 
 
 class ChunkPlanner:
-    def __init__(self, policy, robot: dict, device):
+    def __init__(self, policy, robot: dict, device, denoising_steps: int = 0):
+        """denoising_steps: DDIM steps per chunk, 0 = the checkpoint's num_inference_steps."""
         self.policy = policy
         self.cfg = policy.config
+        if not 0 <= int(denoising_steps) <= self.cfg.num_train_timesteps:
+            raise ValueError(f"denoising_steps must be in [0, {self.cfg.num_train_timesteps}] (the checkpoint's "
+                             f"num_train_timesteps), got {denoising_steps}")
+        self.denoising_steps = int(denoising_steps) or self.cfg.num_inference_steps
         self.device = device
         self.robot = robot
         self.action_space = ActionSpace(robot["action_space"], np.asarray(robot["fixed_pose"]))
         self.dt_ns = int(round(1e9 / self.cfg.control_frequency_hz))
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, device) -> "ChunkPlanner":
+    def from_checkpoint(cls, checkpoint, device, denoising_steps: int = 0) -> "ChunkPlanner":
         """The checkpoint's policy with its robot spec (observation sources, action space): what the
         inference process serves and the lockstep evaluator runs."""
         from dp_ros.core.robot_features import robot_spec
@@ -47,7 +52,7 @@ class ChunkPlanner:
         policy = load_checkpoint(checkpoint, device=device)
         cfg = policy.config
         robot = robot_spec(getattr(policy, "checkpoint_extra", None) or {}, cfg.lowdim_obs, cfg.action_dim)
-        return cls(policy, robot, device)
+        return cls(policy, robot, device, denoising_steps)
 
     def to_tensors(self, obs) -> dict:
         batch = {}
@@ -74,7 +79,8 @@ class ChunkPlanner:
                 initial, warm = on_grid.unsqueeze(0), float(committed.warm_start)
         with torch.inference_mode():
             out = self.policy.predict_action(self.to_tensors(obs), generator=generator,
-                                             prefix=prefix, prefix_weight=weight, initial=initial, warm_start=warm)
+                                             num_inference_steps=self.denoising_steps, prefix=prefix,
+                                             prefix_weight=weight, initial=initial, warm_start=warm)
         actions = out["action_pred"][0].float().cpu().numpy()
         if not np.all(np.isfinite(actions)):
             raise ValueError("policy produced non-finite actions; chunk discarded")
@@ -104,6 +110,6 @@ class ChunkPlanner:
             batch[key] = torch.zeros(1, To, dim, device=self.device)
         for _ in range(n):
             with torch.inference_mode():
-                self.policy.predict_action(batch)
+                self.policy.predict_action(batch, num_inference_steps=self.denoising_steps)
         if self.device.type == "cuda":
             torch.cuda.synchronize()

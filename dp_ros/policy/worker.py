@@ -29,7 +29,8 @@ class InferenceError(RuntimeError):
     """The inference process failed to start or died."""
 
 
-def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_priority: int):
+def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_priority: int,
+           denoising_steps: int):
     try:
         import torch
 
@@ -41,11 +42,11 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_prior
             priority += ", " + realtime("SCHED_RR", rt_priority)
         torch.set_num_threads(threads)   # after: torch's threads inherit the scheduling class
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-        planner = ChunkPlanner.from_checkpoint(checkpoint, dev)
+        planner = ChunkPlanner.from_checkpoint(checkpoint, dev, denoising_steps)
         t = time.perf_counter()
         planner.warm_up()
         conn.send(("ready", {"config": planner.cfg.to_dict(), "robot": planner.robot, "device": str(dev),
-                             "threads": threads,
+                             "threads": threads, "denoising_steps": planner.denoising_steps,
                              "priority": priority, "warm_up_s": time.perf_counter() - t, "pid": os.getpid()}))
     except Exception as exc:  # noqa: BLE001 - report the reason to the node, then exit
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -69,14 +70,16 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_prior
 class InferenceProcess:
     """Parent side: start(), plan(obs, committed=None) -> (times, poses, compute_s), close()."""
 
-    def __init__(self, checkpoint, device: str = "auto", threads: int = 0, nice: int = 0, rt_priority: int = 0):
+    def __init__(self, checkpoint, device: str = "auto", threads: int = 0, nice: int = 0, rt_priority: int = 0,
+                 denoising_steps: int = 0):
         """device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... resolved in the child,
         so the node itself never imports torch. threads: torch CPU threads, 0 = cores - 1: one
         core stays for the other nodes (torch's threads on every core collapse as soon as anything
         else runs: measured 8x slower with one busy process beside it). nice, rt_priority: see
-        the policy node's `inference_nice` and `inference_realtime_priority`."""
+        the policy node's `inference_nice` and `inference_realtime_priority`. denoising_steps: DDIM
+        steps per chunk, 0 = the checkpoint's."""
         threads = int(threads) or max(1, (os.cpu_count() or 1) - 1)
-        self._args = (str(checkpoint), str(device), threads, int(nice), int(rt_priority))
+        self._args = (str(checkpoint), str(device), threads, int(nice), int(rt_priority), int(denoising_steps))
         self._proc = None
         self._conn = None
         self.info: dict = {}
@@ -85,7 +88,8 @@ class InferenceProcess:
     def from_params(cls, params: dict, checkpoint=None) -> "InferenceProcess":
         """As the policy node starts it, from its parameters (the `policy_node` section)."""
         return cls(checkpoint or params["checkpoint"], params["device"], int(params["torch_threads"]),
-                   int(params["inference_nice"]), int(params["inference_realtime_priority"]))
+                   int(params["inference_nice"]), int(params["inference_realtime_priority"]),
+                   int(params["denoising_steps"]))
 
     def start(self, timeout_s: float = 300.0) -> dict:
         ctx = mp.get_context("spawn")

@@ -64,7 +64,8 @@ class LockstepEvaluator:
             self.params["sim_world_node"]["episode_timeout_s"] = float(episode_timeout_s)
         self.torch = torch
         self.device = torch.device(device)
-        self.planner = ChunkPlanner.from_checkpoint(checkpoint, self.device)
+        self.planner = ChunkPlanner.from_checkpoint(checkpoint, self.device,
+                                                    self.params["policy_node"]["denoising_steps"])
         self.cfg = self.planner.cfg
         self.world = SimWorld.from_params(self.params["sim_world_node"])
         self.tick_ns = int(round(1e9 / self.params["ur5_servo_node"]["rate_hz"]))
@@ -259,7 +260,8 @@ class LockstepEvaluator:
         summary.update(boundary_stats(traces, self.tick_ns * 1e-9, 1.0 / self.cfg.control_frequency_hz))
         summary.update(mode="lockstep", delay_ms=round(self.delay_ns * 1e-6, 1), stitch=self.stitch,
                        inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"],
-                       inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"], episodes=results)
+                       inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"],
+                       denoising_steps=self.planner.denoising_steps, episodes=results)
         return summary
 
 
