@@ -49,6 +49,8 @@ class Ur5ServoNode(Node):
         self.controller = ServoController.from_params(p)
         self.backend = backends.robot_control(self, p)
         self._lock = threading.Lock()             # the controller, between callbacks and the loop
+        # the robot connection, between a reset and the loop: ur_rtde's interfaces are not thread-safe
+        self._backend_lock = threading.Lock()
         self.max_waypoint_bytes = 1024 + BYTES_PER_WAYPOINT * p["max_waypoints"]
         self.publishers_of = {"policy": p["waypoint_publisher"], "teleop": p["target_publisher"]}
         self._gid_nodes = {}                      # publisher gid -> node name, from the ROS graph
@@ -188,20 +190,29 @@ class Ur5ServoNode(Node):
         return response
 
     def _on_reset(self, request, response):
-        try:
-            self.backend.recover()
-            error = ""
-        except RuntimeError as exc:
-            error = f"robot not recovered: {exc}"
-        if not error:
-            with self._lock:
-                error = self.controller.reset(self._now(), self.backend.fault())
+        with self._backend_lock:   # the loop skips its ticks meanwhile (latched: nothing to send)
+            try:
+                self.backend.recover()
+                error = ""
+            except RuntimeError as exc:
+                error = f"robot not recovered: {exc}"
+            if not error:
+                with self._lock:
+                    error = self.controller.reset(self._now(), self.backend.fault())
         if not error:
             self.get_logger().info("reset: latch cleared; enable to follow again")
         return self._answer(response, error)
 
     # --- the control step (loop thread)
     def tick(self):
+        if not self._backend_lock.acquire(blocking=False):
+            return                       # a reset is talking to the controller
+        try:
+            self._tick()
+        finally:
+            self._backend_lock.release()
+
+    def _tick(self):
         now = self._now()
         fault = self.backend.fault()
         with self._lock:
@@ -287,10 +298,15 @@ class Ur5ServoNode(Node):
             self.tick()
 
     def close(self):
+        locked = self._backend_lock.acquire(timeout=2.0)   # a hung reset must not block shutdown
         try:
             self.backend.hold()
         finally:
-            self.backend.stop()
+            try:
+                self.backend.stop()
+            finally:
+                if locked:
+                    self._backend_lock.release()
 
 
 def main(args=None):
