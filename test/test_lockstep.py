@@ -2,6 +2,7 @@
 observation buffer, scheduler and servo logic on simulated time (dp_ros.sim.lockstep), a real
 checkpoint, real torch inference."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -104,10 +105,7 @@ def test_warm_start_stays_near_the_committed_plan_and_saves_network_calls(evalua
     obs = _observation(evaluator)
     times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(0))
     k = evaluator.cfg.obs_horizon + 1
-    calls = []
-    original = policy._denoise
-    policy._denoise = lambda *a, **kw: calls.append(1) or original(*a, **kw)
-    try:
+    with counting_network_calls(policy) as calls:
         dist = {}
         for warm in (0.0, 0.6):
             committed = Commitment(times, poses, until_ns=int(times[k - 1]), warm_start=warm)
@@ -118,12 +116,9 @@ def test_warm_start_stays_near_the_committed_plan_and_saves_network_calls(evalua
             for c in chunks:
                 np.testing.assert_allclose(c[:k], poses[:k], atol=1e-6)
             dist[warm] = (np.mean([np.linalg.norm(c[k:, :2] - poses[k:, :2], axis=1).mean() for c in chunks]), n_calls)
-    finally:
-        policy._denoise = original
     steps = evaluator.cfg.num_inference_steps
     assert dist[0.0][1] == steps and dist[0.6][1] == steps - round(0.6 * steps)
     assert dist[0.6][0] < dist[0.0][0]
-
 
 
 def test_denoising_steps_override_the_checkpoints_and_are_checked(evaluator):
@@ -131,19 +126,27 @@ def test_denoising_steps_override_the_checkpoints_and_are_checked(evaluator):
     checkpoint's num_inference_steps); more than the training schedule has is refused by name."""
     base: ChunkPlanner = evaluator.planner
     obs = _observation(evaluator)
-    calls = []
-    original = base.policy._denoise
-    base.policy._denoise = lambda *a, **kw: calls.append(1) or original(*a, **kw)
-    try:
+    with counting_network_calls(base.policy) as calls:
         for steps, expected in ((0, evaluator.cfg.num_inference_steps), (4, 4)):
             planner = ChunkPlanner(base.policy, base.robot, base.device, denoising_steps=steps)
             calls.clear()
             times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(0))
             assert len(calls) == expected and np.all(np.isfinite(poses))
-    finally:
-        base.policy._denoise = original
     with pytest.raises(ValueError, match="denoising_steps"):
         ChunkPlanner(base.policy, base.robot, base.device, denoising_steps=evaluator.cfg.num_train_timesteps + 1)
+
+
+@contextlib.contextmanager
+def counting_network_calls(policy):
+    """A list that gets one entry per denoising network evaluation of `policy` while inside."""
+    calls = []
+    original = policy._denoise
+    policy._denoise = lambda *a, **kw: calls.append(1) or original(*a, **kw)
+    try:
+        yield calls
+    finally:
+        policy._denoise = original
+
 
 def _observation(evaluator):
     """The observation the evaluator takes at the start of episode 0."""

@@ -96,7 +96,8 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
                                                "tool height: no chunk (m)", range=(0.0, 10.0)),
         "fixed_pose_max_angle_rad": Param(float, "a planar or xyz checkpoint's fixed orientation this far from the "
                                                  "measured one: no chunk (rad)", range=(0.0, 3.2)),
-        "denoising_steps": Param(int, "DDIM steps per chunk; 0 = the checkpoint's num_inference_steps (more: slower, often closer to the trained distribution)", range=(0, 1000)),
+        "denoising_steps": Param(int, "DDIM steps per chunk; 0 = the checkpoint's num_inference_steps (more: "
+                                      "slower, often closer to the trained distribution)", range=(0, 1000)),
         "inpaint_soft_steps": Param(int, "stitch inpaint: steps after the certainly executed part over which a "
                                          "new chunk is still guided toward the committed path (weight "
                                          "decaying linearly); 0 = freeze only what executes before arrival",

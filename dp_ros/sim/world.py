@@ -21,7 +21,6 @@ TASK_OBJECTS = {"pusht": ("T",), "reach": ()}
 TOOL_DOWN_QUAT = np.array([1.0, 0.0, 0.0, 0.0])
 
 
-
 def episode_scores(episodes: list[dict]) -> dict:
     """The task scores of a set of evaluated episodes (dicts with success, final_coverage,
     max_coverage, dropped_waypoints), the same for the real-time and the lockstep evaluation."""
@@ -32,6 +31,7 @@ def episode_scores(episodes: list[dict]) -> dict:
         mean_max_coverage=round(float(np.mean([e["max_coverage"] for e in episodes])), 4),
         dropped_waypoints=int(sum(e["dropped_waypoints"] for e in episodes)),
     )
+
 
 def _as_pose(pose):
     p = np.asarray(pose, dtype=float).reshape(-1)
