@@ -108,16 +108,18 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 
 def teleop_graph(sim: bool, config_file=None, device=None, task=None, output_dir=None,
-                 episode_timeout_s=None, seed=None) -> list[NodeSpec]:
+                 episode_timeout_s=None, seed=None, cameras=None) -> list[NodeSpec]:
     """Nodes for recording demonstrations: the hardware nodes (or the sim world) plus teleop_node,
-    which streams targets to the servo and records episodes."""
+    which streams targets to the servo and records episodes. cameras: the camera names to record
+    (None: the config's; [] records none, for a state-only dataset)."""
     config_file = Path(config_file or default_config())
     params = load_params(config_file)
     servo, world, cams = params["ur5_servo_node"], params["sim_world_node"], params["camera_node"]
     backend = {"backend": "sim"} if sim else {}
     task = task or world["task"]
+    camera_names = list(cams["camera_names"] if cameras is None else cameras)
     teleop = {"sim": sim, "workspace_min": servo["workspace_min"], "workspace_max": servo["workspace_max"],
-              "camera_names": cams["camera_names"], "task": task,
+              "camera_names": camera_names, "task": task,
               "task_xy_min": world["task_xy_min"], "task_xy_max": world["task_xy_max"]}
     # the cell's tool, payload and camera settings from this config file, for the episode metadata
     teleop.update({k: servo[k] for k in ("apply_tcp_offset", "tcp_offset", "payload_kg", "payload_cog")},
@@ -130,13 +132,13 @@ def teleop_graph(sim: bool, config_file=None, device=None, task=None, output_dir
     if output_dir:
         teleop["output_dir"] = str(output_dir)
     nodes = [
-        NodeSpec("camera_node", "camera_node", dict(backend)),
+        NodeSpec("camera_node", "camera_node", {**backend, "camera_names": camera_names}),
         NodeSpec("robot_state_node", "robot_state_node", dict(backend)),
         NodeSpec("ur5_servo_node", "ur5_servo_node", {**backend, "source": "teleop"}),
         NodeSpec("teleop_node", "teleop_node", teleop),
     ]
     if sim:
-        world_over = {"task": task, "camera_names": cams["camera_names"]}
+        world_over = {"task": task, "camera_names": camera_names}
         if episode_timeout_s:
             world_over["episode_timeout_s"] = float(episode_timeout_s)
         if seed is not None:

@@ -83,6 +83,18 @@ def test_pusht_expert_solves(seed):
     assert res["final_coverage"] > 0.95 and res["actions_in_range"]
 
 
+def test_pusht_expert_refines_past_success_to_its_finish_coverage():
+    # Stopping at the first success leaves demonstrations ending at 0.95; a policy that imitates them
+    # stalls just under the threshold. With a finish coverage the expert keeps aligning the T.
+    world, _, teleop = setup("pusht")
+    at_success = run_episode(world, make_expert("pusht", MAPPING, 0.25, DT, 0), teleop, 3, 3, DT, 30.0)
+    expert = make_expert("pusht", MAPPING, 0.25, DT, 0, finish_coverage=0.97)
+    refined = run_episode(world, expert, teleop, 3, 3, DT, 30.0)
+    assert at_success["success"] and at_success["max_coverage"] < 0.97, at_success
+    assert refined["success"] and expert.done and refined["max_coverage"] >= 0.97, refined
+    assert refined["time_s"] > at_success["time_s"]
+
+
 def test_pusht_demonstrations_vary_with_the_expert_seed():
     world, expert, teleop = setup("pusht")
     a = run_episode(world, expert, teleop, 5, 1, DT, 30.0, record=True)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dp_ros.data.bag_reader import bag_info, episode_metadata_from_info, find_bags
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,8 +21,13 @@ def run(*args, timeout=600):
 
 def test_record_convert_train_and_deploy_a_policy_that_observes_the_block(tmp_path):
     bags, store, run_dir = tmp_path / "bags", tmp_path / "pusht_state.zarr", tmp_path / "run"
-    run("dp_ros.cli", "record", "--lockstep", "--task", "pusht", "--episodes", "2", "--episode-timeout", "4",
-        "--out", str(bags), "--no-progress")
+    run("dp_ros.cli", "record", "--lockstep", "--task", "pusht", "--cameras", "", "--episodes", "2",
+        "--episode-timeout", "4", "--out", str(bags), "--no-progress")
+    for bag in find_bags([bags]):      # a state-only dataset: no camera was rendered or recorded
+        meta = episode_metadata_from_info(bag_info(bag))
+        topics = [t["topic_metadata"]["name"] for t in bag_info(bag)["topics_with_message_count"]]
+        assert meta["camera_names"] == [] and not [t for t in topics if t.startswith("/camera")], topics
+        assert "/object/T/pose" in topics
     converted = json.loads(run("dp_ros.cli", "convert", str(bags), "--out", str(store), "--cameras",
                                "--obs", "robot_pose=tcp_xy", "block=object:T", "--no-progress"))
     assert len(converted["converted"]) == 2

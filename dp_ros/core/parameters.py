@@ -192,6 +192,9 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
         "planar": Param(bool, "table-plane motion; hold button 0 to unlock height and rotation"),
         "output_dir": Param(str, "one rosbag2 (MCAP) directory per episode"),
         "expert_seed": Param(int, "scripted backend: the expert's own randomness", range=(0, 2**31 - 1)),
+        "expert_finish_coverage": Param(float, "scripted backend, Push-T: past success the expert keeps refining "
+                                               "up to this goal coverage (0 = stop at success); the lockstep "
+                                               "recorder ends the episode when it is done", range=(0.0, 1.0)),
         "full_scale": Param(float, "raw SpaceMouse deflection that maps to full speed", range=(1.0, 2000.0)),
         "yaw_offset_deg": Param(float, "the device's frame rotated about the vertical into the robot's (deg)",
                                 range=(-180.0, 180.0)),

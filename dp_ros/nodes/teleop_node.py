@@ -102,11 +102,11 @@ class TeleopNode(Node):
             if not self.p["sim"]:
                 raise ValueError("the scripted teleop backend needs the sim world (sim:=true)")
             from dp_ros.hardware.spacemouse import ScriptedSpaceMouse
-            from dp_ros.sim.experts import make_expert
+            from dp_ros.sim.experts import expert_options, make_expert
             from dp_ros.sim.world import TaskPlaneMapping
             mapping = TaskPlaneMapping(np.asarray(self.p["task_xy_min"]), np.asarray(self.p["task_xy_max"]))
             self.expert = make_expert(self.p["task"], mapping, self.p["max_speed_m_s"], self.dt,
-                                      int(self.p["expert_seed"]))
+                                      int(self.p["expert_seed"]), **expert_options(self.p))
             return ScriptedSpaceMouse(self._expert_event)
         raise ValueError(f"unknown teleop backend {self.p['backend']!r} (expected spacenav or scripted)")
 

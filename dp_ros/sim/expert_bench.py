@@ -26,7 +26,7 @@ from .world import SimWorld, TaskPlaneMapping
 FALLBACK = {"task_xy_min": [0.35, -0.20], "task_xy_max": [0.75, 0.20],
             "home_pose": [0.55, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0],
             "workspace_min": [0.36, -0.19, 0.02], "workspace_max": [0.74, 0.19, 0.40], "rate_hz": 10.0,
-            "max_speed_m_s": 0.25, "deadzone": 0.05, "episode_timeout_s": 30.0}
+            "max_speed_m_s": 0.25, "deadzone": 0.05, "episode_timeout_s": 30.0, "expert_finish_coverage": 0.0}
 
 
 def _config_defaults(path=None):
@@ -40,7 +40,7 @@ def _config_defaults(path=None):
             out[k] = world.get(k, out[k])
         for k in ("workspace_min", "workspace_max"):
             out[k] = servo.get(k, out[k])
-        for k in ("rate_hz", "max_speed_m_s", "deadzone"):
+        for k in ("rate_hz", "max_speed_m_s", "deadzone", "expert_finish_coverage"):
             out[k] = tele.get(k, out[k])
     except Exception as exc:  # noqa: BLE001 - the bench must run from a bare checkout too
         if path is not None:
@@ -85,6 +85,7 @@ def run_episode(world, expert, teleop, task_seed, expert_seed, dt, time_limit_s,
     teleop.reset(world.tcp_pose())
     n_steps = int(round(time_limit_s / dt))
     compute_ms, actions, traj = [], [], []
+    succeeded = False
     for _ in range(n_steps):
         state = world.task_state()
         t0 = time.perf_counter()
@@ -96,10 +97,12 @@ def run_episode(world, expert, teleop, task_seed, expert_seed, dt, time_limit_s,
         world.step(dt)
         if record:
             traj.append(np.concatenate([teleop.target[:2], world.task.agent_xy]))
-        if world.task.success:
+        succeeded = succeeded or bool(world.task.success)
+        # done at success, or past it once the expert reached its finish coverage
+        if succeeded and (expert.done or not getattr(expert, "finish_coverage", 0.0)):
             break
     acts = np.array(actions)
-    res = {"task_seed": int(task_seed), "success": bool(world.task.success), "time_s": float(world.time_s),
+    res = {"task_seed": int(task_seed), "success": succeeded, "time_s": float(world.time_s),
            "final_coverage": float(world.task.coverage), "max_coverage": float(world.max_coverage),
            "steps": len(actions), "compute_ms": compute_ms,
            "actions_in_range": bool(np.all(np.isfinite(acts)) and np.all(np.abs(acts) <= 1.0))}
@@ -118,6 +121,9 @@ def main(argv=None):
     ap.add_argument("--dt", type=float, default=None, help="control step, s (default: 1 / teleop rate_hz)")
     ap.add_argument("--max-speed", type=float, default=None, help="teleop max speed, m/s")
     ap.add_argument("--deadzone", type=float, default=None)
+    ap.add_argument("--finish-coverage", type=float, default=None,
+                    help="pusht: keep refining past success up to this coverage (0 = stop at success; "
+                         "default: teleop_node.expert_finish_coverage)")
     ap.add_argument("--per-episode", action="store_true", help="also list each episode's result")
     args = ap.parse_args(argv)
 
@@ -128,7 +134,9 @@ def main(argv=None):
     mapping = TaskPlaneMapping(cfg["task_xy_min"], cfg["task_xy_max"])
     world = SimWorld(args.task, mapping, camera_names=(), seed=args.seed, home_pose=cfg["home_pose"])
     teleop, teleop_kind = _make_teleop(cfg["workspace_min"], cfg["workspace_max"], max_speed, deadzone)
-    expert = make_expert(args.task, mapping, max_speed, dt, args.seed, deadzone=deadzone)
+    finish = args.finish_coverage if args.finish_coverage is not None else float(cfg["expert_finish_coverage"])
+    extra = {"finish_coverage": finish} if args.task == "pusht" else {}
+    expert = make_expert(args.task, mapping, max_speed, dt, args.seed, deadzone=deadzone, **extra)
 
     t_wall = time.perf_counter()
     results = []

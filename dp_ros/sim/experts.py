@@ -219,8 +219,11 @@ class PushTExpert(Expert):
 
     def __init__(self, mapping: TaskPlaneMapping, max_speed_m_s=0.25, dt_s=0.1, rng=None, deadzone=0.05,
                  n_samples=40, n_refine=20, n_continue=10, temperature=1.0, bounds=(14.0, 498.0),
-                 physics_dt=0.01):
+                 physics_dt=0.01, finish_coverage=0.0):
         self.mapping = mapping
+        # 0: stop pushing at the task's success. Above it: keep refining to this coverage (or until no
+        # push improves the pose), so demonstrations show the last fine alignment past the threshold.
+        self.finish_coverage = float(finish_coverage)
         self.dt = float(dt_s)
         self.cmd = _Commander(mapping, max_speed_m_s, dt_s, deadzone)
         self.rng = _as_rng(rng)
@@ -286,7 +289,7 @@ class PushTExpert(Expert):
         target = self.mapping.to_task(np.asarray(target_xy_m, dtype=float)[:2])
         if self._episode.new_episode(task_state):
             self._clear()
-        if task_state.get("success"):
+        if task_state.get("success") and float(task_state.get("coverage", 1.0)) >= self.finish_coverage:
             self.done = True
         if self.done:
             return self.cmd.hold()
@@ -306,6 +309,8 @@ class PushTExpert(Expert):
         if self.mode == "plan":
             # Plan from where the pusher will be (the target), not where it lags behind.
             if not self._plan(block, target, goal):
+                # past the threshold and nothing improves: the refinement is over
+                self.done = bool(task_state.get("success"))
                 return self.cmd.hold()
         if self.mode == "travel":
             ref = self._move.advance(self.dt)
@@ -323,6 +328,13 @@ class PushTExpert(Expert):
                 self.mode, self._settle = "settle", 0
             return self.cmd.event(target, ref)
         return self.cmd.hold()
+
+
+def expert_options(teleop_params: dict) -> dict:
+    """make_expert keyword arguments from teleop_node's parameters (task-specific ones only)."""
+    if teleop_params.get("task") == "pusht":
+        return {"finish_coverage": float(teleop_params.get("expert_finish_coverage", 0.0))}
+    return {}
 
 
 def make_expert(task_name, mapping: TaskPlaneMapping, max_speed_m_s=0.25, dt_s=0.1, seed=0, **kwargs) -> Expert:

@@ -27,7 +27,7 @@ from dp_ros.core.robot_features import object_names
 from dp_ros.core.servo_controller import Action, ServoController
 from dp_ros.core.teleop import TeleopMapper
 from dp_ros.data.bag_writer import EpisodeBagWriter, typestore
-from dp_ros.sim.experts import make_expert
+from dp_ros.sim.experts import expert_options, make_expert
 from dp_ros.sim.world import SimWorld, TaskPlaneMapping
 
 SETTLE_S = 0.5       # the arm stands still at the start, as record_episode's settle
@@ -91,7 +91,8 @@ class LockstepRecorder:
         self.state_ns = int(round(1e9 / params["robot_state_node"]["rate_hz"]))
         self.task_ns = 100_000_000                 # the sim world node's task-state rate
         mapping = TaskPlaneMapping(np.asarray(w["task_xy_min"]), np.asarray(w["task_xy_max"]))
-        self.expert = make_expert(self.task, mapping, tp["max_speed_m_s"], 1.0 / tp["rate_hz"], int(tp["expert_seed"]))
+        self.expert = make_expert(self.task, mapping, tp["max_speed_m_s"], 1.0 / tp["rate_hz"], int(tp["expert_seed"]),
+                                  **expert_options(tp))
         self.cameras = list(tp["camera_names"])
         self.objects = object_names(tp["objects"])
         self.msgs = _Messages()
@@ -173,7 +174,8 @@ class LockstepRecorder:
             world.step(self.tick_ns * 1e-9)
             now, rel = now + self.tick_ns, rel + self.tick_ns
             success = success or bool(world.task.success)
-            if done_at is None and (success or world.time_s >= timeout_s):
+            # the expert is done at success, or past it at its finish coverage
+            if done_at is None and ((success and self.expert.done) or world.time_s >= timeout_s):
                 done_at = rel
             if done_at is not None and rel - done_at >= int(TAIL_S * 1e9):
                 break

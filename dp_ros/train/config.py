@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from dp_ros.core.scheduler import STITCH_MODES
 from dp_ros.policy.config import PolicyConfig
 
 SECTIONS = ("data", "policy", "training", "checkpoint")
@@ -77,6 +78,7 @@ class TrainingConfig:
     rollout_episodes: int = 10
     rollout_seed: int = 200_000          # world seeds seed+1.. : apart from recording (0) and eval (100000)
     rollout_timeout_s: float | None = None   # episode limit; None: the deploy config's
+    rollout_stitch: str | None = None        # how chunks join in the rollouts; None: the deploy config's
 
 
 @dataclass
@@ -353,6 +355,8 @@ def validate(cfg: TrainConfig) -> None:
          f"checkpoint.best_metric must be one of {EVAL_METRICS + ROLLOUT_METRICS}, got {c.best_metric!r}")
     need(t.rollout_every >= 0 and t.rollout_episodes >= 1, "training.rollout_every must be >= 0, "
          "training.rollout_episodes >= 1")
+    need(t.rollout_stitch is None or t.rollout_stitch in STITCH_MODES,
+         f"training.rollout_stitch must be one of {STITCH_MODES} or null, got {t.rollout_stitch!r}")
     need(t.rollout_every % t.eval_every == 0 if t.eval_every >= 1 else True,
          f"training.rollout_every ({t.rollout_every}) must be a multiple of training.eval_every ({t.eval_every})")
     need(c.best_metric not in ROLLOUT_METRICS or t.rollout_every > 0,

@@ -256,10 +256,11 @@ class Trainer:
             return None
         start = time.perf_counter()
         evaluator = LockstepEvaluator(path, device=str(self.device), seed=t.rollout_seed,
-                                      episode_timeout_s=t.rollout_timeout_s)
+                                      episode_timeout_s=t.rollout_timeout_s, stitch=t.rollout_stitch)
         s = evaluator.evaluate(t.rollout_episodes)
         info(f"step {self.step}: lockstep rollouts {s['success_rate']:.0%} success, mean max coverage "
-             f"{s['mean_max_coverage']:.3f} ({t.rollout_episodes} episodes, {time.perf_counter() - start:.0f} s)")
+             f"{s['mean_max_coverage']:.3f} ({t.rollout_episodes} episodes, stitch {evaluator.stitch}, "
+             f"{time.perf_counter() - start:.0f} s)")
         return {"rollout/success_rate": s["success_rate"], "rollout/mean_max_coverage": s["mean_max_coverage"],
                 "rollout/mean_final_coverage": s["mean_final_coverage"]}
 
