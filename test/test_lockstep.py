@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from dp_ros.cli.bench_stitching import parse_mode
 from dp_ros.graph import default_checkpoint, default_config, deploy_graph, node_params
 from dp_ros.policy.planner import ChunkPlanner, Commitment
 from dp_ros.sim.lockstep import EpisodeTrace, LockstepEvaluator
@@ -179,14 +180,25 @@ def test_eval_lockstep_command_writes_json(tmp_path):
 
 def test_bench_stitching_prints_a_cell_per_mode_and_delay(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dp_ros.cli", "bench", "stitching", "--episodes", "1",
-                           "--delays", "0,200", "--modes", "blend,inpaint:2", "--no-progress"],
+                           "--delays", "0,200", "--modes", "blend,inpaint:2:0:0", "--no-progress"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(data["results"]) == {"blend", "inpaint:2"}
+    assert set(data["results"]) == {"blend", "inpaint:2:0:0"}
     for cells in data["results"].values():
         assert set(cells) == {"0", "200"}
         assert 0.0 <= cells["200"]["success_rate"] <= 1.0
+
+
+def test_stitch_modes_name_their_settings():
+    assert parse_mode("none") == ("none", None, None, None)
+    assert parse_mode("blend:5") == ("blend", None, None, 5)
+    assert parse_mode("inpaint:4") == ("inpaint", 4, None, None)
+    assert parse_mode("inpaint:0:0.7:0") == ("inpaint", 0, 0.7, 0)
+    assert parse_mode("inpaint::0.5") == ("inpaint", None, 0.5, None)
+    for bad in ("none:3", "blend:1:2", "inpaint:1:0:0:9"):
+        with pytest.raises(ValueError, match="expected blend"):
+            parse_mode(bad)
 
 
 def test_bad_settings_are_refused():
@@ -196,3 +208,7 @@ def test_bad_settings_are_refused():
     ev.params = node_params(deploy_graph(True, CHECKPOINT), default_config())
     with pytest.raises(ValueError, match="stitch"):
         ev.configure(0.0, "average")
+    ev.configure(0.0, "inpaint", blend_steps=0)
+    assert ev.params["action_scheduler_node"]["blend_steps"] == 0
+    with pytest.raises(ValueError, match="blend_steps"):
+        ev.configure(0.0, blend_steps=-1)

@@ -5,10 +5,12 @@ same held-out episodes with the world running on for `delay` while each chunk is
 the bench prints one JSON: per mode and delay the success rate, mean max coverage, the largest
 acceleration of the waypoint path where chunks join and of the servo command after a junction,
 its largest jerk, and the mean distance between the old plan and the new chunk over their
-overlap. A mode is `blend`, `ensemble`, `none` or `inpaint`, the last optionally with guided
-overlap steps and a warm start (the share of denoising steps skipped by starting from the
-committed path): `inpaint:4`, `inpaint:4:0.5`. The episodes and sampling seeds are the same for every cell, so the
-cells differ only by mode and delay.
+overlap. A mode is `blend`, `ensemble`, `none` or `inpaint`: `blend:B` blends over B steps
+(default: the config's blend_steps); `inpaint:K:W:B` adds K guided overlap steps, a warm start W
+(the share of denoising steps skipped by starting from the committed path) and B blend steps for
+what offset is left (`inpaint:4`, `inpaint:4:0.5`, `inpaint:0:0:0` = frozen prefix only; an empty
+field keeps the config's value). The episodes and sampling seeds are the same for every cell, so
+the cells differ only by mode and delay.
 """
 
 import argparse
@@ -30,7 +32,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--delays", default="0,100,200,300,400", help="injected inference delays, ms")
     ap.add_argument("--modes", default="none,blend,ensemble,inpaint,inpaint:4",
-                    help="stitch modes; inpaint:K[:W] = K guided overlap steps, warm start W")
+                    help="stitch modes; blend:B = B blend steps; inpaint:K[:W[:B]] = K guided overlap steps, "
+                         "warm start W, B blend steps")
     ap.add_argument("--episodes", type=int, default=20, help="episodes per mode and delay")
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
     ap.add_argument("--device", default="cpu")
@@ -39,12 +42,15 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def parse_mode(text: str) -> tuple[str, int | None, float | None]:
-    name, _, rest = text.partition(":")
-    soft, _, warm = rest.partition(":")
-    if rest and name != "inpaint":
-        raise ValueError(f"only inpaint takes guided steps and a warm start (inpaint:K[:W]), got {text!r}")
-    return name, (int(soft) if soft else None), (float(warm) if warm else None)
+def parse_mode(text: str) -> tuple[str, int | None, float | None, int | None]:
+    """'inpaint:K:W:B' -> (stitch, soft steps, warm start, blend steps); None = the config's."""
+    name, *fields = text.split(":")
+    if name == "blend" and len(fields) <= 1:
+        fields = [""] * 2 + fields
+    elif fields and (name != "inpaint" or len(fields) > 3):
+        raise ValueError(f"expected blend[:B] or inpaint[:K[:W[:B]]] (others take no fields), got {text!r}")
+    soft, warm, blend = (fields + [""] * 3)[:3]
+    return name, (int(soft) if soft else None), (float(warm) if warm else None), (int(blend) if blend else None)
 
 
 def main(argv=None) -> int:
@@ -64,16 +70,18 @@ def main(argv=None) -> int:
         return 2
     default_soft = evaluator.params["policy_node"]["inpaint_soft_steps"]
     default_warm = evaluator.params["policy_node"]["inpaint_warm_start"]
+    default_blend = evaluator.params["action_scheduler_node"]["blend_steps"]
     bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
                        desc="episodes", unit="ep")
     results = {}
     t0 = time.monotonic()
     with bar:
-        for label, (stitch, soft, warm) in zip(modes, parsed):
+        for label, (stitch, soft, warm, blend) in zip(modes, parsed):
             results[label] = {}
             for delay_ms in delays:
                 evaluator.configure(delay_ms * 1e-3, stitch, default_soft if soft is None else soft,
-                                    default_warm if warm is None else warm)
+                                    default_warm if warm is None else warm,
+                                    default_blend if blend is None else blend)
                 summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
                 echo(f"[bench stitching] {label:>10} delay {delay_ms:>4g} ms: "

@@ -80,7 +80,7 @@ class LockstepEvaluator:
                              f"does not have (it has {sorted(self.world.object_poses())})")
 
     def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None,
-                  inpaint_warm_start: float | None = None):
+                  inpaint_warm_start: float | None = None, blend_steps: int | None = None):
         """Settings that may change between runs of one evaluator (the model stays loaded)."""
         from dp_ros.core.parameters import NODE_PARAMETERS
 
@@ -96,6 +96,9 @@ class LockstepEvaluator:
         if inpaint_warm_start is not None:
             self.params["policy_node"]["inpaint_warm_start"] = NODE_PARAMETERS["policy_node"]["inpaint_warm_start"] \
                 .check("inpaint_warm_start", float(inpaint_warm_start))
+        if blend_steps is not None:
+            self.params["action_scheduler_node"]["blend_steps"] = NODE_PARAMETERS["action_scheduler_node"][
+                "blend_steps"].check("blend_steps", int(blend_steps))
 
     @property
     def stitch(self) -> str:
