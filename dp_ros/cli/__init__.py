@@ -20,6 +20,7 @@ COMMANDS = {
     "bench": ("dp_ros.cli.bench", "benchmarks that print JSON: `dp-ros bench` lists them (inference, servo, pipeline, ...)"),
     "faults": ("dp_ros.cli.faults", "inject faults into the sim deploy graph and print what the servo did: `dp-ros faults [--short]`"),
     "sanity": ("dp_ros.sanity.cli", "the method's sanity checks: `dp-ros sanity lqr|multimodal`"),
+    "export": ("dp_ros.cli.export", "a checkpoint made ready to ship (weights only, float16): `dp-ros export SRC models/NAME`"),
     "show": ("dp_ros.cli.show", "one recorded or converted episode as a PNG (and a rerun .rrd): `dp-ros show EPISODE_OR_STORE`"),
 }
 

@@ -1,0 +1,49 @@
+"""`dp-ros export`: a checkpoint made ready to ship: the deployable weights only (no optimiser or RNG
+state), stored at a smaller precision, with where it came from in its config.json.
+
+    dp-ros export runs/train-pusht-state-v2/checkpoints/best models/pusht_state_policy --weights-dtype float16
+
+The EMA weights are what inference uses; float16 halves the file, and load_checkpoint casts them
+back to float32 (evaluate the exported copy: it is what users run).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dp-ros export", description=__doc__.split("\n")[0])
+    ap.add_argument("checkpoint", help="checkpoint directory (e.g. runs/<run>/checkpoints/best)")
+    ap.add_argument("out", help="directory to write (e.g. models/<name>); must not hold another checkpoint")
+    ap.add_argument("--weights-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
+    ap.add_argument("--force", action="store_true", help="overwrite a checkpoint already in OUT")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from dp_ros.policy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    src, out = Path(args.checkpoint), Path(args.out)
+    if (out / "config.json").exists() and not args.force:
+        print(f"[dp-ros export] ERROR: {out} already holds a checkpoint (--force overwrites it)", file=sys.stderr)
+        return 2
+    try:
+        policy = load_checkpoint(src)
+    except (CheckpointError, OSError, ValueError) as exc:
+        print(f"[dp-ros export] ERROR: {exc}", file=sys.stderr)
+        return 2
+    extra = dict(policy.checkpoint_extra or {})
+    extra["exported_from"] = str(src)
+    dtype = None if args.weights_dtype == "float32" else args.weights_dtype
+    save_checkpoint(out, policy, extra=extra, weights_dtype=dtype)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(json.dumps({"checkpoint": str(out), "from": str(src), "weights_dtype": args.weights_dtype,
+                      "bytes": size}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
