@@ -66,10 +66,11 @@ def read_checkpoint_config(checkpoint) -> dict:
     return json.loads(path.read_text())
 
 
-def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None) -> list[NodeSpec]:
+def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None) -> list[NodeSpec]:
     """Nodes of the deploy graph. In simulation the three hardware nodes use their sim backends
     and the sim world node plays the robot and cameras. On hardware the scheduler never starts
-    streaming by itself: the operator enables it (/scheduler/enable; `dp-ros deploy` asks)."""
+    streaming by itself: the operator enables it (/scheduler/enable; `dp-ros deploy` asks).
+    stitch: how chunks join, instead of the config's (a policy may need its own)."""
     config_file = Path(config_file or default_config())
     ckpt_cfg = read_checkpoint_config(checkpoint)
     policy_cfg = ckpt_cfg["policy_config"]
@@ -83,6 +84,7 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None) -> list[Nod
         NodeSpec("policy_node", "policy_node", {"checkpoint": str(Path(checkpoint).resolve())}),
         NodeSpec("action_scheduler_node", "action_scheduler_node", {
             "action_horizon": int(policy_cfg["action_horizon"]), "dt_s": dt_s,
+            **({"stitch": stitch} if stitch else {}),
             **({} if sim else {"autostart": False})}),      # a real arm moves only on the operator's go-ahead
         NodeSpec("ur5_servo_node", "ur5_servo_node", dict(backend)),
     ]

@@ -212,3 +212,7 @@ def test_bad_settings_are_refused():
     assert ev.params["action_scheduler_node"]["blend_steps"] == 0
     with pytest.raises(ValueError, match="blend_steps"):
         ev.configure(0.0, blend_steps=-1)
+    # the real-time graph takes a stitch mode of its own too (`dp-ros eval --stitch`), checked
+    assert node_params(deploy_graph(True, CHECKPOINT, stitch="none"))["action_scheduler_node"]["stitch"] == "none"
+    with pytest.raises(ValueError, match="stitch"):
+        deploy_graph(True, CHECKPOINT, stitch="average")

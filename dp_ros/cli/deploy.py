@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped model)")
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--episodes", type=int, default=3, help="sim episodes to run")
+    ap.add_argument("--stitch", default=None, help="how chunks join: none, blend, ensemble or inpaint "
+                                                   "(default: the config's action_scheduler_node.stitch)")
     ap.add_argument("--log-dir", default=None, help="node logs and summary (default: runs/deploy-<time>)")
     ap.add_argument("--summary-json", default=None, help="where to write the summary (default: in log dir)")
     ap.add_argument("--seed", type=int, default=None, help="sim: episode k uses seed + k + 1 (default: config)")
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace, extra: dict | None = None) -> int:
               f"checkpoint ({checkpoint}). Expect the arm to move without solving the task.", flush=True)
     config = Path(args.config) if args.config else default_config()
     try:
-        specs = deploy_graph(sim=not args.hardware, checkpoint=checkpoint, config_file=config, seed=args.seed)
+        specs = deploy_graph(sim=not args.hardware, checkpoint=checkpoint, config_file=config, seed=args.seed,
+                             stitch=args.stitch)
         # the servo's own checks (a start pose outside the envelope), before any process starts
         ServoController.from_params(node_params(specs, config)["ur5_servo_node"])
     except (OSError, ValueError, KeyError) as exc:

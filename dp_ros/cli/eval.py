@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--lockstep", action="store_true", help="lockstep only: the world waits for the policy")
     mode.add_argument("--both", action="store_true", help="lockstep, then real-time through the graph")
     ap.add_argument("--delay", type=float, default=0.0, help="lockstep: injected inference latency (s)")
-    ap.add_argument("--stitch", default=None, help="lockstep: stitch mode instead of the config's")
+    ap.add_argument("--stitch", default=None, help="how chunks join, instead of the config's (lockstep and real time)")
     ap.add_argument("--device", default="cpu", help="lockstep: torch device (cpu, cuda)")
     add_progress_flag(ap)
     return ap
@@ -87,5 +87,5 @@ def main(argv=None) -> int:
     run = deploy.parser()
     run.set_defaults(checkpoint=args.checkpoint, episodes=args.episodes, seed=args.seed, summary_json=args.out,
                      config=args.config, episode_timeout=args.episode_timeout, log_dir=args.log_dir,
-                     no_video=args.no_video, no_progress=args.no_progress)
+                     no_video=args.no_video, no_progress=args.no_progress, stitch=args.stitch)
     return deploy.run(run.parse_args([]), extra={"lockstep": lockstep} if lockstep else None)
