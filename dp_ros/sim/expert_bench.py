@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from .experts import make_expert
+from .experts import expert_options, make_expert
 from .world import SimWorld, TaskPlaneMapping
 
 # config/deploy.yaml's values, used when the config cannot be read.
@@ -135,8 +135,8 @@ def main(argv=None):
     world = SimWorld(args.task, mapping, camera_names=(), seed=args.seed, home_pose=cfg["home_pose"])
     teleop, teleop_kind = _make_teleop(cfg["workspace_min"], cfg["workspace_max"], max_speed, deadzone)
     finish = args.finish_coverage if args.finish_coverage is not None else float(cfg["expert_finish_coverage"])
-    extra = {"finish_coverage": finish} if args.task == "pusht" else {}
-    expert = make_expert(args.task, mapping, max_speed, dt, args.seed, deadzone=deadzone, **extra)
+    options = expert_options({"task": args.task, "expert_finish_coverage": finish})
+    expert = make_expert(args.task, mapping, max_speed, dt, args.seed, deadzone=deadzone, **options)
 
     t_wall = time.perf_counter()
     results = []
