@@ -62,3 +62,17 @@ def test_importing_every_module_loads_no_ros(package):
 
 def test_package_root_holds_only_graph_and_topics():
     assert sorted(p.name for p in ROOT.glob("*.py")) == ["__init__.py", "graph.py", "topics.py"]
+
+
+def test_training_and_lockstep_evaluation_load_no_ros():
+    """`dp-train`, `dp-ros eval --lockstep`, `bench` and `export` run where ROS 2 is not installed
+    (a rented GPU machine): importing their modules loads no ROS package."""
+    mods = ["dp_ros.train.cli", "dp_ros.train.trainer", "dp_ros.cli", "dp_ros.cli.eval",
+            "dp_ros.cli.bench", "dp_ros.cli.export", "dp_ros.sim.lockstep"]
+    code = ("import importlib, sys\n"
+            f"for m in {mods!r}:\n"
+            "    importlib.import_module(m)\n"
+            "print('\\n'.join(sorted(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert not [m for m in out.stdout.split() if is_ros(m)]

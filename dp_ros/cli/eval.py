@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-from dp_ros.cli import deploy
 from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 EVAL_SEED = 100_000
@@ -83,7 +82,9 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in lockstep.items() if k != "episodes"}, indent=2))
         print(f"[dp-ros eval] summary written to {out}")
         return 0
-    # `dp-ros deploy` in simulation, its other settings (--ready-timeout) at their defaults
+    # `dp-ros deploy` in simulation, its other settings (--ready-timeout) at their defaults. Imported
+    # here: lockstep needs no ROS 2 at all (it runs where only torch and the sim are installed).
+    from dp_ros.cli import deploy
     run = deploy.parser()
     run.set_defaults(checkpoint=args.checkpoint, episodes=args.episodes, seed=args.seed, summary_json=args.out,
                      config=args.config, episode_timeout=args.episode_timeout, log_dir=args.log_dir,

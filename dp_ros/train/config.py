@@ -57,6 +57,9 @@ class TrainingConfig:
     lr_scheduler: str = "cosine"         # any diffusers get_scheduler name
     warmup_steps: int = 500
     max_steps: int = 100_000
+    # Train for about this many seconds instead (0 = off): once the step rate is measured, early
+    # in the warm-up, max_steps is set so the LR schedule ends inside the budget (a short GPU loan).
+    time_budget_s: float = 0.0
     grad_clip: float = 1.0               # max grad norm; <= 0 disables
     ema_power: float = 0.75
     ema_max_decay: float = 0.9999
@@ -87,6 +90,7 @@ class CheckpointConfig:
     save_best: bool = True
     weights_dtype: str = "float32"       # float16 halves model.safetensors (loads into fp32)
     best_training_state: bool = False    # resume state is always in last/; best/ is for deploying
+    keep_every: int = 0                  # also keep the model every N steps as step_<N>/ (a learning curve); 0 = off
 
 
 @dataclass
@@ -331,6 +335,8 @@ def validate(cfg: TrainConfig) -> None:
          f"training.betas must be two numbers in [0, 1), got {t.betas}")
     need(t.max_steps >= 1, f"training.max_steps must be >= 1, got {t.max_steps}")
     need(t.warmup_steps >= 0, "training.warmup_steps must be >= 0")
+    need(t.time_budget_s >= 0, f"training.time_budget_s must be >= 0 (0 = off), got {t.time_budget_s}")
+    need(c.keep_every >= 0, f"checkpoint.keep_every must be >= 0 (0 = off), got {c.keep_every}")
     need(t.num_workers >= 0, "training.num_workers must be >= 0")
     for k in ("log_every", "eval_every", "checkpoint_every", "eval_batches"):
         need(getattr(t, k) >= 1, f"training.{k} must be >= 1, got {getattr(t, k)}")

@@ -46,6 +46,12 @@ from dp_ros.train.seeding import (draw_randomness, rng_state, sample_seed, seed_
                                   set_rng_state)
 from dp_ros.viz.progress import progress_bar
 
+# training.time_budget_s: the first steps (allocator, cuDNN autotuning, loader workers) are not
+# timed; the next ones set the rate; steps get this share of what is left (evals and saves the rest).
+BUDGET_UNTIMED_STEPS = 10
+BUDGET_TIMED_STEPS = 40
+BUDGET_STEP_SHARE = 0.9
+
 
 class Trainer:
     """Build everything from a TrainConfig; fit() trains (or continues, with resume=True) and
@@ -91,10 +97,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=t.lr,
                                            betas=tuple(t.betas), eps=t.eps,
                                            weight_decay=t.weight_decay)
-        from diffusers.optimization import get_scheduler
-        self.lr_scheduler = get_scheduler(t.lr_scheduler, self.optimizer,
-                                          num_warmup_steps=t.warmup_steps,
-                                          num_training_steps=t.max_steps)
+        self.lr_scheduler = self._make_lr_scheduler()
         self.precision = self._resolve_precision()
         self.amp_dtype = self.precision.dtype
         if self.precision.channels_last:
@@ -332,11 +335,38 @@ class Trainer:
         self.ema.step(self.policy)
         return loss.detach(), grad_norm.detach()
 
+    def _make_lr_scheduler(self):
+        from diffusers.optimization import get_scheduler
+        t = self.cfg.training
+        return get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=t.warmup_steps,
+                             num_training_steps=t.max_steps)
+
+    def _fit_schedule_to_budget(self, steps_per_s: float, spent_s: float) -> int:
+        """Set max_steps so the rest of the LR schedule fits the time budget (at the rate just
+        measured); the budget is then spent: the run dir's config and the checkpoints carry the
+        new max_steps, so a resumed run keeps this schedule."""
+        t = self.cfg.training
+        left = max(t.time_budget_s - spent_s, 0.0)
+        new_max = self.dist.broadcast_from_main(self.step + max(1, int(steps_per_s * left * BUDGET_STEP_SHARE)))
+        state = self.lr_scheduler.state_dict()      # where the schedule is; its shape comes anew
+        t.max_steps, t.time_budget_s = new_max, 0.0
+        self.lr_scheduler = self._make_lr_scheduler()
+        self.lr_scheduler.load_state_dict(state)
+        info(f"time budget: {steps_per_s:.2f} steps/s measured, {left:.0f} s left -> "
+             f"training.max_steps = {new_max}")
+        if self.is_main:
+            (self.run_dir / CONFIG_FILE).write_text(self.cfg.to_yaml())
+        return new_max
+
     def fit(self, stop_at: int | None = None) -> dict:
         """Train to training.max_steps (or stop after step `stop_at`, saving last/, without
         changing the LR schedule: for splitting a run). Returns a summary."""
         t = self.cfg.training
         end = t.max_steps if stop_at is None else min(int(stop_at), t.max_steps)
+        budget_s = t.time_budget_s              # 0 = train to max_steps
+        fit_start = time.perf_counter()
+        timed_from = self.step + BUDGET_UNTIMED_STEPS
+        t_timed = None
         batches = self._batches()
         bar = progress_bar(total=t.max_steps, initial=self.step, desc="train", unit="step",
                            enabled=self.progress and self.is_main)
@@ -367,9 +397,25 @@ class Trainer:
                     gn_sum.zero_()
                     n_acc = 0
                     t_log, step_log = now, self.step
-                if self.step % t.eval_every == 0 or self.step == t.max_steps:
+                if budget_s:
+                    now = time.perf_counter()
+                    if self.step == timed_from:
+                        t_timed = now
+                    elif t_timed is not None and self.step == timed_from + BUDGET_TIMED_STEPS \
+                            and t.time_budget_s:
+                        new_max = self._fit_schedule_to_budget(BUDGET_TIMED_STEPS / (now - t_timed),
+                                                               now - fit_start)
+                        end = new_max if stop_at is None else min(int(stop_at), new_max)
+                        bar.total = new_max
+                    if self.dist.broadcast_from_main(now - fit_start > budget_s) and self.step < end:
+                        info(f"time budget of {budget_s:.0f} s spent at step {self.step}: stopping")
+                        end = self.step     # the evals, saves and summary below see the last step
+                final = self.step == end
+                if self.step % t.eval_every == 0 or self.step == t.max_steps or (final and budget_s):
                     self.evaluate()
-                if self.step % t.checkpoint_every == 0 or self.step == end:
+                if self.cfg.checkpoint.keep_every and self.step % self.cfg.checkpoint.keep_every == 0:
+                    self.save(f"step_{self.step}")
+                if self.step % t.checkpoint_every == 0 or final:
                     self.save("last")
         finally:
             bar.close()
