@@ -124,3 +124,24 @@ def test_resize_and_dataloader_workers(store):
         assert batch["action"].shape[1:] == (8, 2)
         n += len(batch["action"])
     assert n == len(make(store))
+
+
+def test_images_held_in_memory_when_they_fit(tmp_path, store):
+    """image_cache_gb: the same windows, and no zarr read per item once held (the image chunks can
+    go); over the limit the images stay lazy and read per item. Workers see the held images."""
+    import shutil
+    copy = tmp_path / "d.zarr"
+    shutil.copytree(store, copy)
+    lazy = make(store)
+    held = make(copy, image_cache_gb=1.0)
+    over = make(copy, image_cache_gb=1e-9)          # H*W*3 bytes per row: far over 1 byte
+    shutil.rmtree(copy / "data" / "top" / "c")       # the chunks of the image array
+    for i in range(len(lazy)):
+        a, b = lazy[i], held[i]
+        torch.testing.assert_close(b["obs"]["top"], a["obs"]["top"])
+        torch.testing.assert_close(b["action"], a["action"])
+    # a lazy dataset of the gutted store reads the missing chunks as the fill value, not the rows
+    assert not torch.equal(over[len(over) - 1]["obs"]["top"], lazy[len(lazy) - 1]["obs"]["top"])
+    loader = DataLoader(held, batch_size=4, num_workers=2)
+    n = sum(len(b["action"]) for b in loader)
+    assert n == len(held)

@@ -9,12 +9,14 @@ pad_after = Ta-1 steps at the end; the missing steps repeat the episode's first/
 An episode of L steps gives L - Tp + pad_before + pad_after + 1 windows, none when that is < 1
 (as in the reference).
 
-Images are read lazily from zarr (only the frames of one window); low-dim keys and actions are
-small and held in memory. The store is opened per process, so DataLoader workers (fork or
+Images are held decompressed in memory when they fit `image_cache_gb`, else read lazily from zarr
+(only the frames of one window); low-dim keys and actions are small and held in memory. The store is opened per process, so DataLoader workers (fork or
 spawn) each open their own read-only handle.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,9 +58,23 @@ def create_indices(episode_ends: np.ndarray, sequence_length: int, pad_before: i
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
 
+_IMAGES_IN_MEMORY: dict = {}
+
+
+def images_in_memory(path: str, buf, key: str, n_steps: int) -> np.ndarray:
+    """buf[key][:n_steps] decompressed, read once per version of the array in this process (a
+    store rewritten or grown at the same path rewrites the array's metadata)."""
+    meta = Path(path) / "data" / key / "zarr.json"
+    version = (path, key, n_steps, meta.stat().st_mtime_ns if meta.exists() else None)
+    held = _IMAGES_IN_MEMORY.get((path, key))
+    if held is None or held[0] != version:
+        held = _IMAGES_IN_MEMORY[(path, key)] = (version, np.asarray(buf[key][:n_steps]))
+    return held[1]
+
+
 class SequenceDataset(Dataset):
     def __init__(self, zarr_path, obs_horizon: int, pred_horizon: int, action_horizon: int,
-                 camera_keys, lowdim_keys, episodes=None, image_size=None):
+                 camera_keys, lowdim_keys, episodes=None, image_size=None, image_cache_gb: float = 0.0):
         if not 1 <= obs_horizon <= pred_horizon:
             raise ValueError(f"need 1 <= obs_horizon ({obs_horizon}) <= pred_horizon "
                              f"({pred_horizon})")
@@ -88,6 +104,16 @@ class SequenceDataset(Dataset):
         n_steps = buf.n_steps
         self._lowdim = {k: np.asarray(buf[k][:n_steps], dtype=np.float32)
                         for k in self.lowdim_keys + ["action"]}
+        # Images too, decompressed, when they fit image_cache_gb: a lazy read costs ~1 ms per
+        # window (zarr's per-read overhead), ten times the rest of the item, which starves a GPU.
+        # Shared by every dataset of this store in the process (train and validation) and, as
+        # nothing writes to them, by forked loader workers.
+        self._images_in_memory = {}
+        if self.camera_keys and image_cache_gb > 0:
+            nbytes = sum(n_steps * int(np.prod(buf[k].shape[1:])) for k in self.camera_keys)
+            if nbytes <= image_cache_gb * 1e9:
+                self._images_in_memory = {k: images_in_memory(self.zarr_path, buf, k, n_steps)
+                                          for k in self.camera_keys}
 
     # The zarr handle is per process: never pickled to workers, reopened on first use there.
     @property
@@ -97,6 +123,8 @@ class SequenceDataset(Dataset):
         return self._buf
 
     def _array(self, key: str):
+        if key in self._images_in_memory:
+            return self._images_in_memory[key]
         arr = self._arrays.get(key)
         if arr is None:         # opening an array reads its metadata: once per process
             arr = self._arrays[key] = self.buffer[key]

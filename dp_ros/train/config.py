@@ -45,6 +45,9 @@ class DataConfig:
     image_size: list[int] | None = None  # [H, W] the policy gets; None: as stored
     crop: list[int] | None = None        # [h, w] random crop in training, centre crop at eval
     task: str | None = None              # used when neither episodes nor store name the task
+    # Hold the images decompressed in memory when they take at most this many GB (0 = always read
+    # them from zarr per window, ~10x slower per item: fine for a CPU, starves a GPU).
+    image_cache_gb: float = 4.0
 
 
 @dataclass
@@ -335,6 +338,7 @@ def validate(cfg: TrainConfig) -> None:
          f"training.betas must be two numbers in [0, 1), got {t.betas}")
     need(t.max_steps >= 1, f"training.max_steps must be >= 1, got {t.max_steps}")
     need(t.warmup_steps >= 0, "training.warmup_steps must be >= 0")
+    need(d.image_cache_gb >= 0, f"data.image_cache_gb must be >= 0 (0 = off), got {d.image_cache_gb}")
     need(t.time_budget_s >= 0, f"training.time_budget_s must be >= 0 (0 = off), got {t.time_budget_s}")
     need(c.keep_every >= 0, f"checkpoint.keep_every must be >= 0 (0 = off), got {c.keep_every}")
     need(t.num_workers >= 0, "training.num_workers must be >= 0")

@@ -96,18 +96,20 @@ def inspect_data(cfg: TrainConfig) -> dict:
             "n_episodes": buf.n_episodes, "task": task or d.task, "robot": robot}
 
 
-def make_dataset(path, pcfg: PolicyConfig, episodes, image_size=None) -> SequenceDataset:
+def make_dataset(path, pcfg: PolicyConfig, episodes, image_size=None,
+                 image_cache_gb: float = 0.0) -> SequenceDataset:
     return SequenceDataset(path, obs_horizon=pcfg.obs_horizon, pred_horizon=pcfg.pred_horizon,
                            action_horizon=pcfg.action_horizon, camera_keys=list(pcfg.cameras),
                            lowdim_keys=list(pcfg.lowdim_obs), episodes=episodes,
-                           image_size=image_size)
+                           image_size=image_size, image_cache_gb=image_cache_gb)
 
 
 def make_train_val_sets(d: DataConfig, pcfg: PolicyConfig, train_episodes, val_episodes):
     """-> (train set, validation set or None: no validation episodes, or too short for one
     window, when offline eval uses training windows)."""
-    train_set = make_dataset(d.path, pcfg, train_episodes, d.image_size)
-    val_set = make_dataset(d.path, pcfg, val_episodes, d.image_size) if val_episodes else None
+    train_set = make_dataset(d.path, pcfg, train_episodes, d.image_size, d.image_cache_gb)
+    val_set = make_dataset(d.path, pcfg, val_episodes, d.image_size, d.image_cache_gb) \
+        if val_episodes else None
     if val_set is not None and len(val_set) == 0:
         info("warning: the validation episodes are too short for one window; "
              "evaluating on training windows")
