@@ -62,3 +62,17 @@ def test_compare_loss_prints_curves(capsys):
     last = out["moving_average"]["20"]
     assert all(math.isfinite(v) for v in last.values())
     assert set(out["max_rel_diff"]) == {"bf16_vs_fp32", "fp32_other_seed_vs_fp32"}
+
+
+def test_bench_data_times_lazy_and_held_images(capsys):
+    """`dp-ros bench data`: both ways of reading the images, from the same training set, in one
+    run; the held one really is held (and the lazy one is not)."""
+    rc = bench.main(["data", "--config", "config/train/pusht_image_cpu.yaml", "--synthetic",
+                     "--batches", "2", "training.batch_size=4"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["data"] == "synthetic" and out["batch_size"] == 4
+    assert out["lazy"]["images_in_memory"] is False and out["in_memory"]["images_in_memory"] is True
+    for mode in ("lazy", "in_memory"):
+        assert out[mode]["batches"] == 2 and out[mode]["batch_ms_median"] > 0
+    assert out["speedup"] == round(out["lazy"]["batch_ms_median"] / out["in_memory"]["batch_ms_median"], 2)

@@ -14,6 +14,7 @@ BENCHES = {
     "servo": ("dp_ros.cli.bench_servo", "servo loop timing as deployed (own process), optionally beside inference: --rate, --load"),
     "pipeline": ("dp_ros.cli.bench_pipeline", "request -> chunk latency, observation age and stale waypoints in the sim deploy graph"),
     "stitching": ("dp_ros.cli.bench_stitching", "chunk stitching modes against injected inference delay, lockstep: --delays, --modes"),
+    "data": ("dp_ros.cli.bench_data", "training batches per second, images read per window vs held in memory: --config FILE"),
     "train": ("dp_ros.cli.bench_train", "training step speed, fp32 vs the precision auto picks (or bf16): --config FILE --steps N"),
 }
 
