@@ -9,14 +9,23 @@
 # beforehand (DATA, default data/pusht_image_v2.zarr; `dp-ros record --lockstep --task pusht` then
 # `dp-ros convert`: recording needs no GPU, so it is done before the loan).
 # smoke: every stage for a few seconds (does the machine run it all?); full: TRAIN_SECONDS (default
-# 300) of training for each of the two image configs at once on the one GPU, a model kept every
-# KEEP_EVERY steps for the learning curve, then lockstep rollouts of each kept model.
+# 300) of training for each image config in CONFIGS (paper, small; at once on the one GPU), a
+# model kept every KEEP_EVERY steps for the learning curve, then lockstep rollouts of each kept
+# model. Settings by environment: STAGES, CONFIGS, BATCH, WORKERS, KEEP_EVERY, CURVE_EPISODES,
+# FINAL_EPISODES, LANES, DEVICE, DATA, RUNS (a fresh directory per call: a warm machine keeps it).
+# Only the small network's models come back (fp16, 15 MB each; the paper's is 150 MB, over what a
+# loan returns): the paper network is evaluated on the machine.
+# A machine without this project's packages (no index to install from) takes them as wheels
+# downloaded beforehand for its Python: diffusers, zarr, numcodecs, donfig, google-crc32c,
+# importlib_metadata for training; gym-pusht, gymnasium, farama-notifications, pygame, pymunk,
+# cffi, pycparser, shapely for the rollouts (`pip install --no-index --no-deps --target DIR *.whl`,
+# then PYTHONPATH=DIR). The first loan did so (models/README.md).
 set -u
 OUT=${1:?usage: scripts/gpu_loan.sh OUT_DIR [smoke|full] [TRAIN_SECONDS]}
 MODE=${2:-full}
 TRAIN_S=${3:-300}
 DATA=${DATA:-data/pusht_image_v2.zarr}
-RUNS=${RUNS:-/tmp/gpu_loan_runs}
+RUNS=${RUNS:-/tmp/gpu_loan_runs_$(date +%s)}
 BATCH=${BATCH:-64}
 export DEVICE=${DEVICE:-cuda}
 KEEP_EVERY=${KEEP_EVERY:-1000}
@@ -34,7 +43,8 @@ py() { python3 "$@"; }
 
 say "mode $MODE, train ${TRAIN_S}s per config, batch $BATCH, keep every $KEEP_EVERY, data $DATA"
 { nvidia-smi -L; py -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__,
-'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"; nproc; } 2>&1 | tee -a "$LOG"
+'cuda', torch.version.cuda, torch.cuda.get_device_name(0))
+import os; print('cpus', os.cpu_count())"; } 2>&1 | tee -a "$LOG"
 
 # 1. Inference figures on this GPU (the policy node's path: encoder + DDIM steps).
 has bench && say "bench inference"

@@ -182,3 +182,18 @@ def test_offline_eval_and_cli(store, tmp_path, capsys):
     assert "control_frequency_hz" in capsys.readouterr().err
     assert cli.main(["--resume", str(run), "policy.down_dims=[16,64]"]) == 2
     assert "different data/policy" in capsys.readouterr().err
+
+
+def test_resume_ignores_how_images_are_read_but_not_what_is_trained(store, tmp_path):
+    """data.image_cache_gb changes how windows are read, never which: a run resumes across it
+    (runs saved before the key existed have none); a data setting that changes the windows is
+    still refused."""
+    part = Trainer(tiny_config(store, "data.image_cache_gb=0"), tmp_path / "run", progress=False)
+    part.fit(stop_at=2)
+    part.close()
+    resumed = Trainer(tiny_config(store, "data.image_cache_gb=8"), tmp_path / "run", resume=True,
+                      progress=False)
+    assert resumed.step == 2
+    resumed.close()
+    with pytest.raises(ConfigError, match="data.val_ratio"):
+        Trainer(tiny_config(store, "data.val_ratio=0.5"), tmp_path / "run", resume=True, progress=False)

@@ -63,6 +63,11 @@ def deploy_model(ema_model: DiffusionPolicy, normalizer: LinearNormalizer,
     return half
 
 
+# Data settings that change how the windows are read, never which ones: a resumed run may differ
+# (and a run saved before such a key existed lacks it).
+HOW_DATA_IS_READ = {("data", "image_cache_gb")}
+
+
 def load_resume_state(run_dir: Path, cfg: TrainConfig, world: int) -> dict:
     """run_dir's last/ training state, refusing a config whose data or policy section differs
     from the run's."""
@@ -75,6 +80,8 @@ def load_resume_state(run_dir: Path, cfg: TrainConfig, world: int) -> dict:
     for section in ("data", "policy"):
         now = cfg.to_dict()[section]
         for k in sorted(set(now) | set(saved.get(section, {}))):
+            if (section, k) in HOW_DATA_IS_READ:
+                continue
             a, b = saved.get(section, {}).get(k), now.get(k)
             if a != b:
                 diffs.append(f"{section}.{k}: run has {a!r}, now {b!r}")
