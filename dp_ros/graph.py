@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from dp_ros.core import parameters
+from dp_ros.core.scheduler import resolve_stitch
 
 PACKAGE = "dp_ros"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,11 +67,17 @@ def read_checkpoint_config(checkpoint) -> dict:
     return json.loads(path.read_text())
 
 
+def recommended_stitch(ckpt_cfg: dict) -> str | None:
+    """The stitch mode a checkpoint was shipped with (`dp-ros export --stitch`), if any."""
+    return (ckpt_cfg.get("extra", {}).get("deploy") or {}).get("stitch")
+
+
 def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None) -> list[NodeSpec]:
     """Nodes of the deploy graph. In simulation the three hardware nodes use their sim backends
     and the sim world node plays the robot and cameras. On hardware the scheduler never starts
     streaming by itself: the operator enables it (/scheduler/enable; `dp-ros deploy` asks).
-    stitch: how chunks join, instead of the config's (a policy may need its own)."""
+    stitch: how chunks join, instead of the config's. The config's `auto` becomes the mode the
+    checkpoint recommends, else the default (so the scheduler node always gets a concrete mode)."""
     config_file = Path(config_file or default_config())
     ckpt_cfg = read_checkpoint_config(checkpoint)
     policy_cfg = ckpt_cfg["policy_config"]
@@ -84,7 +91,8 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None
         NodeSpec("policy_node", "policy_node", {"checkpoint": str(Path(checkpoint).resolve())}),
         NodeSpec("action_scheduler_node", "action_scheduler_node", {
             "action_horizon": int(policy_cfg["action_horizon"]), "dt_s": dt_s,
-            **({"stitch": stitch} if stitch else {}),
+            "stitch": resolve_stitch(stitch or load_params(config_file)["action_scheduler_node"]["stitch"],
+                                     recommended_stitch(ckpt_cfg)),
             **({} if sim else {"autostart": False})}),      # a real arm moves only on the operator's go-ahead
         NodeSpec("ur5_servo_node", "ur5_servo_node", dict(backend)),
     ]

@@ -1,11 +1,13 @@
 """`dp-ros export`: the shipped copy of a checkpoint plans as the original does."""
 
 import json
+from pathlib import Path
 
+import pytest
 import torch
 
 from dp_ros.cli.export import main as export
-from dp_ros.graph import default_checkpoint
+from dp_ros.graph import default_checkpoint, default_config
 from dp_ros.policy.checkpoint import load_checkpoint, read_checkpoint_meta
 
 
@@ -37,4 +39,46 @@ def test_export_keeps_the_plan_and_says_where_it_came_from(tmp_path, capsys):
 def test_export_of_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert export([str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_stitch_mode_a_checkpoint_is_shipped_with_is_what_the_graph_runs(tmp_path, capsys):
+    """`dp-ros export --stitch none`: with the config's `stitch: auto` the deploy graph and the
+    lockstep evaluator use it; a mode the config or the command line names wins; a checkpoint
+    without one gets the default. Re-exporting keeps the run the model came from."""
+    from dp_ros.core.scheduler import DEFAULT_STITCH
+    from dp_ros.graph import deploy_graph, node_params
+    from dp_ros.sim.lockstep import LockstepEvaluator
+
+    def stitch_of(checkpoint, config=None, stitch=None):
+        params = node_params(deploy_graph(True, checkpoint, config, stitch=stitch), config)
+        return params["action_scheduler_node"]["stitch"]
+
+    out = tmp_path / "shipped"
+    assert export([str(default_checkpoint()), str(out), "--stitch", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["deploy"] == {"stitch": "none"}
+    assert stitch_of(out) == "none"
+    assert stitch_of(default_checkpoint()) == DEFAULT_STITCH != "none"
+    assert stitch_of(out, stitch="blend") == "blend"
+    assert stitch_of(out, stitch="auto") == "none"
+    config = tmp_path / "deploy.yaml"
+    config.write_text(Path(default_config()).read_text().replace("stitch: auto", "stitch: ensemble"))
+    assert stitch_of(out, config) == "ensemble"
+    evaluator = LockstepEvaluator(out, episode_timeout_s=1.0)
+    assert evaluator.stitch == "none"
+    evaluator.configure(stitch="blend")
+    assert evaluator.stitch == "blend"
+    evaluator.configure(stitch="auto")
+    assert evaluator.stitch == "none"
+    # an export of the export: the recommendation and the origin stay
+    again = tmp_path / "again"
+    assert export([str(out), str(again)]) == 0
+    _, extra = read_checkpoint_meta(again)
+    assert extra["deploy"] == {"stitch": "none"} and extra["exported_from"] == str(default_checkpoint())
+
+
+def test_export_refuses_an_unknown_stitch_mode(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        export([str(default_checkpoint()), str(tmp_path / "out"), "--stitch", "sometimes"])
+    assert "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

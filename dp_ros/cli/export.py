@@ -1,7 +1,7 @@
 """`dp-ros export`: a checkpoint made ready to ship: the deployable weights only (no optimiser or RNG
 state), stored at a smaller precision, with where it came from in its config.json.
 
-    dp-ros export runs/train-pusht-state-v2/checkpoints/best models/pusht_state_policy --weights-dtype float16
+    dp-ros export runs/train-pusht-state-v2/checkpoints/best models/pusht_state_policy --weights-dtype float16 --stitch none
 
 The EMA weights are what inference uses; float16 halves the file, and load_checkpoint casts them
 back to float32 (evaluate the exported copy: it is what users run).
@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from dp_ros.core.scheduler import STITCH_MODES
+
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dp-ros export", description=__doc__.split("\n")[0])
@@ -19,6 +21,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("out", help="directory to write (e.g. models/<name>); must not hold another checkpoint")
     ap.add_argument("--weights-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
     ap.add_argument("--force", action="store_true", help="overwrite a checkpoint already in OUT")
+    ap.add_argument("--stitch", choices=STITCH_MODES, default=None,
+                    help="the stitch mode this policy should run with: the deploy graph uses it where the "
+                         "config says `stitch: auto` (its default)")
     return ap
 
 
@@ -36,12 +41,14 @@ def main(argv=None) -> int:
         print(f"[dp-ros export] ERROR: {exc}", file=sys.stderr)
         return 2
     extra = dict(policy.checkpoint_extra or {})
-    extra["exported_from"] = str(src)
+    extra.setdefault("exported_from", str(src))     # re-exporting an export keeps the run it came from
+    if args.stitch:
+        extra["deploy"] = {**(extra.get("deploy") or {}), "stitch": args.stitch}
     dtype = None if args.weights_dtype == "float32" else args.weights_dtype
     save_checkpoint(out, policy, extra=extra, weights_dtype=dtype)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(json.dumps({"checkpoint": str(out), "from": str(src), "weights_dtype": args.weights_dtype,
-                      "bytes": size}))
+                      "bytes": size, "deploy": extra.get("deploy", {})}))
     return 0
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from dp_ros.core.scheduler import STITCH_AUTO, STITCH_MODES
+
 
 @dataclass(frozen=True)
 class Param:
@@ -116,8 +118,9 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
         "exec_latency_s": Param(float, "waypoints closer than this to now are dropped as too late (s)",
                                 range=(0.0, 1.0)),
         "stitch": Param(str, "how a new chunk joins the executing one (inpaint: requests carry the committed "
-                             "path and the policy samples the chunk to continue it)",
-                        choices=("blend", "ensemble", "none", "inpaint")),
+                             "path and the policy samples the chunk to continue it; auto: the mode the "
+                             "checkpoint recommends, else inpaint)",
+                        choices=(*STITCH_MODES, STITCH_AUTO)),
         "blend_steps": Param(int, "waypoints over which a new chunk is blended in", range=(0, 100)),
         "publish_rate_hz": Param(float, "rate of /servo/waypoints", range=(1.0, 1000.0)),
         "policy_timeout_s": Param(float, "no policy heartbeat for this long: stop streaming, the servo holds (s)",

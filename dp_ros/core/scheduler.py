@@ -61,6 +61,18 @@ from dp_ros.core.interpolator import PoseTrajectory
 from dp_ros.core.transforms import continuous_quats, quat_slerp
 
 STITCH_MODES = ("blend", "ensemble", "none", "inpaint")
+# `stitch: auto` (the deploy config's): the mode the checkpoint recommends (`dp-ros export --stitch`:
+# a policy may need its own), else DEFAULT_STITCH.
+STITCH_AUTO = "auto"
+DEFAULT_STITCH = "inpaint"
+
+
+def resolve_stitch(configured: str, recommended: str | None = None) -> str:
+    """The stitch mode that runs: a configured mode as it is; `auto` -> the checkpoint's
+    recommendation when it names a mode, else DEFAULT_STITCH."""
+    if configured != STITCH_AUTO:
+        return configured
+    return recommended if recommended in STITCH_MODES else DEFAULT_STITCH
 
 
 class ActionScheduler:
@@ -108,7 +120,7 @@ class ActionScheduler:
     def from_params(cls, p: dict, **overrides) -> "ActionScheduler":
         """As action_scheduler_node builds it from its parameters: a request can go out up to one
         publish tick late, hence that margin. overrides: settings the caller fixes itself."""
-        kwargs = dict(stitch=p["stitch"], blend_steps=p["blend_steps"], request_timeout_s=p["request_timeout_s"],
+        kwargs = dict(stitch=resolve_stitch(p["stitch"]), blend_steps=p["blend_steps"], request_timeout_s=p["request_timeout_s"],
                       margin_s=1.0 / p["publish_rate_hz"])
         kwargs.update(overrides)
         exec_latency_s = kwargs.pop("exec_latency_s", p["exec_latency_s"])

@@ -31,7 +31,7 @@ import numpy as np
 
 from dp_ros.core.obs_buffer import ObservationBuffer, StaleObservation, fit_frame
 from dp_ros.core.robot_features import feature, fixed_pose_problem, object_feature, split_sources
-from dp_ros.core.scheduler import ActionScheduler
+from dp_ros.core.scheduler import ActionScheduler, resolve_stitch
 from dp_ros.core.servo_controller import Action, ServoController
 from dp_ros.policy.planner import ChunkPlanner, Commitment
 from dp_ros.sim.world import episode_scores
@@ -55,10 +55,11 @@ class LockstepEvaluator:
                  sampling_seed: int = 0, inpaint_soft_steps: int | None = None):
         import torch
 
-        from dp_ros.graph import deploy_graph, node_params
+        from dp_ros.graph import deploy_graph, node_params, read_checkpoint_config, recommended_stitch
         from dp_ros.sim.world import SimWorld
 
         self.params = node_params(deploy_graph(True, checkpoint, config_file, seed=seed), config_file)
+        self.recommended_stitch = recommended_stitch(read_checkpoint_config(checkpoint))
         self.configure(delay_s, stitch, inpaint_soft_steps)
         if episode_timeout_s is not None:
             self.params["sim_world_node"]["episode_timeout_s"] = float(episode_timeout_s)
@@ -88,8 +89,8 @@ class LockstepEvaluator:
             raise ValueError(f"delay_s must be >= 0, got {delay_s}")
         self.delay_ns = int(round(delay_s * 1e9))
         if stitch is not None:
-            self.params["action_scheduler_node"]["stitch"] = NODE_PARAMETERS["action_scheduler_node"]["stitch"] \
-                .check("stitch", stitch)
+            self.params["action_scheduler_node"]["stitch"] = resolve_stitch(
+                NODE_PARAMETERS["action_scheduler_node"]["stitch"].check("stitch", stitch), self.recommended_stitch)
         if inpaint_soft_steps is not None:
             self.params["policy_node"]["inpaint_soft_steps"] = NODE_PARAMETERS["policy_node"]["inpaint_soft_steps"] \
                 .check("inpaint_soft_steps", int(inpaint_soft_steps))
