@@ -50,6 +50,8 @@ class EpisodeTrace:
 
 
 class LockstepEvaluator:
+    recommended_stitch: str | None = None     # the checkpoint's (`dp-ros export --stitch`); set by __init__
+
     def __init__(self, checkpoint, config_file=None, device: str = "cpu", delay_s: float = 0.0,
                  stitch: str | None = None, seed: int | None = None, episode_timeout_s: float | None = None,
                  sampling_seed: int = 0, inpaint_soft_steps: int | None = None):
