@@ -38,6 +38,17 @@ def modules(package: str) -> list[str]:
                   for p in (ROOT / package).glob("*.py"))
 
 
+def modules_loaded_by(mods: list[str]) -> list[str]:
+    """Every module a fresh interpreter holds after importing `mods`."""
+    code = ("import importlib, sys\n"
+            f"for m in {mods!r}:\n"
+            "    importlib.import_module(m)\n"
+            "print('\\n'.join(sorted(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 @pytest.mark.parametrize("package", ROS_FREE)
 def test_no_ros_import_in_source(package):
     bad = [f"{path.relative_to(ROOT.parent)}:{line}: import {name}"
@@ -49,13 +60,7 @@ def test_no_ros_import_in_source(package):
 
 @pytest.mark.parametrize("package", ROS_FREE)
 def test_importing_every_module_loads_no_ros(package):
-    code = ("import importlib, sys\n"
-            f"for m in {modules(package)!r}:\n"
-            "    importlib.import_module(m)\n"
-            "print('\\n'.join(sorted(sys.modules)))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    loaded = out.stdout.split()
+    loaded = modules_loaded_by(modules(package))
     assert "rclpy" not in loaded
     assert not [m for m in loaded if is_ros(m)], f"dp_ros.{package} loads ROS modules"
 
@@ -69,10 +74,4 @@ def test_training_and_lockstep_evaluation_load_no_ros():
     (a rented GPU machine): importing their modules loads no ROS package."""
     mods = ["dp_ros.train.cli", "dp_ros.train.trainer", "dp_ros.cli", "dp_ros.cli.eval",
             "dp_ros.cli.bench", "dp_ros.cli.export", "dp_ros.sim.lockstep"]
-    code = ("import importlib, sys\n"
-            f"for m in {mods!r}:\n"
-            "    importlib.import_module(m)\n"
-            "print('\\n'.join(sorted(sys.modules)))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert not [m for m in out.stdout.split() if is_ros(m)]
+    assert not [m for m in modules_loaded_by(mods) if is_ros(m)]
