@@ -175,6 +175,11 @@ def _compare(name: str, saved: dict, expected: dict) -> list[str]:
     return [f"{name}: {d}" for d in diffs]
 
 
+def load_model_tensors(path) -> dict[str, torch.Tensor]:
+    """A checkpoint directory's network weights (model.safetensors) by name, on the CPU."""
+    return _load_tensors(_resolve_dir(path), MODEL_FILE)
+
+
 def load_checkpoint(path, device="cpu") -> DiffusionPolicy:
     """Rebuild the policy from a checkpoint directory, in eval mode, on `device`."""
     path = _resolve_dir(path)

@@ -109,3 +109,47 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
         except ValueError:
             pass
     f.write_text("".join(k + "\n" for k in keep))
+
+
+def init_weights_from(policy: DiffusionPolicy, path) -> list[str]:
+    """Copy a trained checkpoint's network weights into `policy` (training.init_from). Every tensor
+    must have the checkpoint's shape, except input layers this config widens (same shape but more
+    input channels, dim 1: the prefix-mask channel of train_prefix_steps): their old channels are
+    copied and the new ones start at zero, so the network computes what the checkpoint's did.
+    The normaliser is not taken (the run fits its own to its data). Returns the widened names;
+    ConfigError names every tensor that does not fit."""
+    from dp_ros.policy.checkpoint import CheckpointError, MODEL_FILE, load_model_tensors
+
+    try:
+        saved = load_model_tensors(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"training.init_from: {exc}") from exc
+    own = {k: v for k, v in policy.state_dict().items() if not k.startswith("normalizer.")}
+    widened, problems = [], []
+    for name, target in own.items():
+        if name not in saved:
+            problems.append(f"{name} is not in the checkpoint")
+            continue
+        src = saved[name]
+        if src.shape == target.shape:
+            continue
+        wider = (src.ndim == target.ndim >= 2 and src.shape[0] == target.shape[0]
+                 and src.shape[2:] == target.shape[2:] and src.shape[1] < target.shape[1])
+        if wider:
+            widened.append(name)
+        else:
+            problems.append(f"{name} is {tuple(src.shape)} there, {tuple(target.shape)} here")
+    problems += [f"{name} is only in the checkpoint" for name in saved if name not in own]
+    if problems:
+        raise ConfigError(f"training.init_from {str(path)!r}: its {MODEL_FILE} does not fit this policy "
+                          "(same network settings, or only wider inputs, are needed): "
+                          + "; ".join(problems[:8]) + (f"; ... {len(problems) - 8} more" if len(problems) > 8 else ""))
+    with torch.no_grad():
+        for name, target in own.items():
+            src = saved[name].to(target.dtype)
+            if name in widened:
+                target.zero_()
+                target[:, :src.shape[1]].copy_(src)
+            else:
+                target.copy_(src)
+    return widened

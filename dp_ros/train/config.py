@@ -10,6 +10,7 @@ and, when the YAML gives them anyway, must agree with it."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -85,6 +86,13 @@ class TrainingConfig:
     rollout_seed: int = 200_000          # world seeds seed+1.. : apart from recording (0) and eval (100000)
     rollout_timeout_s: float | None = None   # episode limit; None: the deploy config's
     rollout_stitch: str | None = None        # how chunks join in the rollouts; None: the deploy config's
+    rollout_delay_s: float = 0.0             # injected inference latency in the rollouts (a policy meant to
+                                             # run in real time is chosen by how it copes with one)
+    # Start from a trained checkpoint's weights instead of a random init (fine-tuning): exported or
+    # run checkpoint directory. Input layers may be wider than the checkpoint's (a run that adds
+    # train_prefix_steps adds one input channel): the new part starts at zero, so the network begins
+    # as the checkpoint's. The normaliser is fitted to this run's data as usual.
+    init_from: str | None = None
 
 
 @dataclass
@@ -365,6 +373,8 @@ def validate(cfg: TrainConfig) -> None:
          f"checkpoint.best_metric must be one of {EVAL_METRICS + ROLLOUT_METRICS}, got {c.best_metric!r}")
     need(t.rollout_every >= 0 and t.rollout_episodes >= 1, "training.rollout_every must be >= 0, "
          "training.rollout_episodes >= 1")
+    need(math.isfinite(t.rollout_delay_s) and t.rollout_delay_s >= 0,
+         f"training.rollout_delay_s must be >= 0, got {t.rollout_delay_s}")
     need(t.rollout_stitch is None or t.rollout_stitch in STITCH_MODES,
          f"training.rollout_stitch must be one of {STITCH_MODES} or null, got {t.rollout_stitch!r}")
     need(t.rollout_every % t.eval_every == 0 if t.eval_every >= 1 else True,

@@ -33,8 +33,8 @@ from dp_ros.policy.diffusion import DiffusionPolicy
 from dp_ros.policy.ema import EMAModel
 from dp_ros.train.checkpointing import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE,
                                         TRAINING_STATE_VERSION, checkpoint_dir, default_run_dir,
-                                        deploy_model, git_info, holds_run, load_resume_state,
-                                        truncate_metrics)
+                                        deploy_model, git_info, holds_run, init_weights_from,
+                                        load_resume_state, truncate_metrics)
 from dp_ros.train.config import ROLLOUT_METRICS, ConfigError, TrainConfig, resolve_policy_config
 from dp_ros.train.data import (SeededBatchSampler, fit_normalizer, inspect_data,
                                make_train_loader, make_train_val_sets)
@@ -91,6 +91,10 @@ class Trainer:
         self.policy = DiffusionPolicy(self.policy_cfg)
         self.policy.set_normalizer(fit_normalizer(self.train_set,
                                                   ["action", *self.policy_cfg.lowdim_obs]))
+        if t.init_from and not resume:   # a resumed run has its own weights in last/
+            widened = init_weights_from(self.policy, t.init_from)
+            info(f"weights from {t.init_from}" + (f" (widened, new inputs at zero: {', '.join(widened)})"
+                                                  if widened else ""))
         self.policy.to(self.device).train()
         self.ema = EMAModel(self.policy, power=t.ema_power, max_value=t.ema_max_decay,
                             inv_gamma=t.ema_inv_gamma)
@@ -259,10 +263,12 @@ class Trainer:
             return None
         start = time.perf_counter()
         evaluator = LockstepEvaluator(path, device=str(self.device), seed=t.rollout_seed,
-                                      episode_timeout_s=t.rollout_timeout_s, stitch=t.rollout_stitch)
+                                      episode_timeout_s=t.rollout_timeout_s, stitch=t.rollout_stitch,
+                                      delay_s=t.rollout_delay_s)
         s = evaluator.evaluate(t.rollout_episodes)
         info(f"step {self.step}: lockstep rollouts {s['success_rate']:.0%} success, mean max coverage "
              f"{s['mean_max_coverage']:.3f} ({t.rollout_episodes} episodes, stitch {evaluator.stitch}, "
+             f"delay {t.rollout_delay_s * 1e3:.0f} ms, "
              f"{time.perf_counter() - start:.0f} s)")
         return {"rollout/success_rate": s["success_rate"], "rollout/mean_max_coverage": s["mean_max_coverage"],
                 "rollout/mean_final_coverage": s["mean_final_coverage"]}
