@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     from dp_ros import topics
     from dp_ros.graph import NodeSpec, default_config
     from dp_ros.nodes.msgs import pose_to_msg, time_to_ns, trajectory_to_msg
+    from dp_ros.runtime.monitor import init_runner_rclpy
     from dp_ros.runtime.processes import NodeProcesses
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_servo_"))
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
         overrides["realtime_priority"] = int(args.realtime_priority)
     spec = NodeSpec("ur5_servo_node", "ur5_servo_node", overrides)
     procs = NodeProcesses([spec], default_config(), tmp).start()
-    rclpy.init(args=[])
+    init_runner_rclpy()
     node = rclpy.create_node("bench_servo")
     diag, stamps = {}, []
     node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS,

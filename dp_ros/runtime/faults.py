@@ -29,7 +29,7 @@ import numpy as np
 
 from dp_ros import topics
 from dp_ros.core.command_check import outside_box, tick_limits
-from dp_ros.runtime.monitor import call_service
+from dp_ros.runtime.monitor import call_service, init_runner_rclpy
 
 LIMIT_TOLERANCE = 1.01      # the per-tick limits are exact up to float rounding and tick jitter
 
@@ -74,7 +74,7 @@ class FaultHarness:
         self.row_extra = {}          # what a row's injection reports beside the measurements
         self._rclpy, self._SetBool, self._Trigger = rclpy, SetBool, Trigger
         self._time_to_ns = time_to_ns
-        rclpy.init(args=[])
+        init_runner_rclpy()
         self.node = rclpy.create_node("dp_ros_faults")
         self.intruder = rclpy.create_node("intruder")
         self.log = _Log()

@@ -27,6 +27,17 @@ def call_service(client, request, timeout_s: float = 5.0):
     return future.result()
 
 
+def init_runner_rclpy():
+    """rclpy for a runner process (deploy, eval, record, faults, benches), without rclpy's own
+    SIGINT/SIGTERM handlers: those shut the context down under the runner (its spin thread dies,
+    the main loop waits forever for an episode that cannot end, the nodes stay up). Without them
+    Ctrl-C is a KeyboardInterrupt in the main thread, and the runner's cleanup stops the nodes."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
+
+
 class GraphMonitor:
     """An rclpy node in the runner's process: drives episodes through the graph's services and
     collects what the summary reports."""
@@ -42,7 +53,7 @@ class GraphMonitor:
 
         self._rclpy = rclpy
         self._SetBool, self._Trigger = SetBool, Trigger
-        rclpy.init(args=[])
+        init_runner_rclpy()
         self.node = rclpy.create_node("dp_ros_runner")
         self.task = {}
         self.diagnostics = {}

@@ -80,23 +80,31 @@ class NodeProcesses:
         self.procs[name].send_signal(signal.SIGKILL)
 
     def stop(self, timeout_s: float = 5.0):
-        # The servo last: it holds the arm while everything upstream goes away.
+        """SIGINT to every node (the servo last: it holds the arm while everything upstream goes
+        away), SIGKILL to any still running after timeout_s. An interrupt while waiting (a second
+        Ctrl-C) kills the rest at once: the stop always completes, no node is left behind."""
         order = sorted(self.procs, key=lambda n: n == "ur5_servo_node")
-        for name in order:
-            p = self.procs[name]
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout_s
-        for name in order:
-            p = self.procs[name]
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if self.domain is not None:
-            self.domain.release()
-            self.domain = None
+        try:
+            for name in order:
+                p = self.procs[name]
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + timeout_s
+            for name in order:
+                try:
+                    self.procs[name].wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+        except KeyboardInterrupt:
+            print("[dp_ros] interrupted while stopping: killing the remaining nodes", file=sys.stderr, flush=True)
+        finally:
+            for p in self.procs.values():
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            if self.domain is not None:
+                self.domain.release()
+                self.domain = None
 
     def __enter__(self):
         return self.start()
@@ -111,9 +119,20 @@ def _graph_priority():
 
 
 def stop_on_signals():
-    """SIGTERM -> KeyboardInterrupt in the main thread, so one cleanup path handles both."""
-    def handler(*_):
+    """SIGINT, SIGTERM and SIGHUP -> one KeyboardInterrupt in the main thread, so one cleanup path
+    handles them all. SIGINT explicitly too: a runner started in the background of a script
+    inherits it ignored. Later signals, while that cleanup stops the nodes, are only reported: an
+    interrupted cleanup would leave nodes running (NodeProcesses.stop is bounded anyway)."""
+    interrupted = []
+
+    def handler(signum, _frame):
+        if interrupted:
+            print(f"[dp_ros] {signal.Signals(signum).name}: already stopping", file=sys.stderr, flush=True)
+            return
+        interrupted.append(signum)
         raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     if os.name == "posix":
         signal.signal(signal.SIGHUP, handler)
