@@ -39,7 +39,7 @@ def test_best_by_lockstep_rollout_score(store, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(store, "training.max_steps=6", "training.eval_every=2", "training.rollout_every=2",
                       "training.rollout_episodes=1", "training.rollout_timeout_s=2.0", "training.rollout_stitch=none",
-                      "checkpoint.best_metric=rollout_mean_max_coverage")
+                      "training.rollout_delay_s=0.1", "checkpoint.best_metric=rollout_mean_max_coverage")
     tr = Trainer(cfg, run, progress=False)
     summary = tr.fit()
     tr.close()
@@ -60,3 +60,5 @@ def test_rollout_settings_are_checked(store):
         tiny_config(store, "training.eval_every=3", "training.rollout_every=4")
     with pytest.raises(ConfigError, match="rollout_stitch must be one of"):
         tiny_config(store, "training.rollout_stitch=smooth")
+    with pytest.raises(ConfigError, match="rollout_delay_s must be >= 0"):
+        tiny_config(store, "training.rollout_delay_s=-0.1")

@@ -197,3 +197,34 @@ def test_resume_ignores_how_images_are_read_but_not_what_is_trained(store, tmp_p
     resumed.close()
     with pytest.raises(ConfigError, match="data.val_ratio"):
         Trainer(tiny_config(store, "data.val_ratio=0.5"), tmp_path / "run", resume=True, progress=False)
+
+
+def test_fine_tuning_starts_from_the_checkpoint_and_may_add_the_prefix_input(store, tmp_path):
+    """training.init_from: the new run's network (and its EMA) starts as the checkpoint's; a run
+    that adds train_prefix_steps widens the first layer by the mask channel, which starts at zero,
+    so the widened network predicts exactly what the checkpoint does before any step."""
+    base = Trainer(tiny_config(store, crop=[40, 40]), tmp_path / "base", progress=False)
+    base.fit()
+    base.close()
+    ckpt = tmp_path / "base" / "checkpoints" / "last"
+    trained = load_checkpoint(ckpt)
+
+    tuned = Trainer(tiny_config(store, f"training.init_from={ckpt}", "policy.train_prefix_steps=2", crop=[40, 40]),
+                    tmp_path / "tuned", progress=False)
+    assert tuned.policy.config.train_prefix_steps == 2
+    obs = {"top": torch.rand(3, 2, 3, 48, 48), "robot_pose": torch.rand(3, 2, 2)}
+    noisy, t = torch.randn(3, 8, 2), torch.tensor([3, 40, 90])
+    for net in (tuned.policy.eval(), tuned.ema.averaged_model.eval()):
+        with torch.no_grad():
+            cond = net.encode_obs(obs, latest=True)
+            torch.testing.assert_close(net._denoise(noisy, t, cond), trained._denoise(noisy, t, cond),
+                                       rtol=1e-5, atol=1e-5)
+    tuned.fit()                                   # and it trains on from there
+    tuned.close()
+    assert read_checkpoint_meta(tmp_path / "tuned" / "checkpoints" / "last")[0].train_prefix_steps == 2
+
+    with pytest.raises(ConfigError, match="does not fit this policy"):    # another network: refused, named
+        Trainer(tiny_config(store, f"training.init_from={ckpt}", "policy.down_dims=[8,16]", crop=[40, 40]),
+                tmp_path / "other", progress=False)
+    with pytest.raises(ConfigError, match="init_from"):
+        Trainer(tiny_config(store, f"training.init_from={tmp_path / 'nowhere'}"), tmp_path / "none", progress=False)
