@@ -1,4 +1,6 @@
+import pytest
 import torch
+from torch import nn
 
 from dp_ros.policy.transformer import TransformerForDiffusion
 from dp_ros.policy.unet import ConditionalResidualBlock1D, ConditionalUnet1D
@@ -48,3 +50,24 @@ def test_transformer_shapes_and_causality():
     out3 = net(x, torch.tensor([1, 2, 3]), cond2)
     assert torch.allclose(out[:, 0], out3[:, 0], atol=1e-5)
     assert not torch.allclose(out[:, 1:], out3[:, 1:])
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,pad,length", [
+    (3, 8, 5, 1, 2, 16),      # the U-Net's blocks: 'same' padding
+    (64, 64, 3, 2, 1, 16),    # its downsampling
+    (64, 64, 3, 2, 1, 15),    # an odd length
+    (16, 8, 1, 1, 0, 4),      # the 1x1 residual and final layers
+    (7, 9, 4, 3, 0, 11),      # no padding, a stride that does not divide the length
+])
+def test_unet_conv1d_batch_one_path_is_nn_conv1d(cin, cout, k, stride, pad, length):
+    from dp_ros.policy.unet import Conv1d
+    ours, ref = Conv1d(cin, cout, k, stride=stride, padding=pad), nn.Conv1d(cin, cout, k, stride=stride, padding=pad)
+    ref.load_state_dict(ours.state_dict())                       # same parameters, same names
+    for batch in (1, 3):                                         # the fast path, and PyTorch's
+        x = torch.randn(batch, cin, length, requires_grad=True)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-6)
+    x = torch.randn(1, cin, length, requires_grad=True)          # and it trains like one
+    ours(x).square().sum().backward()
+    g_ours = ours.weight.grad.clone()
+    ref(x).square().sum().backward()
+    torch.testing.assert_close(g_ours, ref.weight.grad, rtol=1e-4, atol=1e-5)

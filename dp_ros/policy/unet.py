@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,13 +37,31 @@ def timesteps_to_batch(timestep, batch: int, device) -> torch.Tensor:
     return timestep.expand(batch) if timestep.numel() == 1 else timestep
 
 
+class Conv1d(nn.Conv1d):
+    """nn.Conv1d (same parameters, same results) with a faster CPU path for batch 1, the
+    deployed policy's case. PyTorch sends a batch-1 1-D convolution on the CPU to its generic
+    im2col kernel: ~150 us per call at this network's sizes on the development machine, where one
+    linear layer over the unfolded input takes a third of that (`dp-ros bench inference`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type != "cpu" or x.shape[0] != 1 or self.groups != 1 or self.dilation != (1,)
+                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
+            return super().forward(x)
+        (k,), (stride,), (pad,) = self.kernel_size, self.stride, self.padding
+        if pad:
+            x = F.pad(x, (pad, pad))
+        # (1, C, L) -> windows (1, L_out, C * k), in the order of the weight's (C, k) entries
+        windows = x.unfold(2, k, stride).transpose(1, 2).reshape(1, -1, self.in_channels * k)
+        return F.linear(windows, self.weight.reshape(self.out_channels, -1), self.bias).transpose(1, 2)
+
+
 class Conv1dBlock(nn.Module):
     """Conv1d -> GroupNorm -> Mish; 'same' padding keeps the sequence length."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, n_groups: int):
         super().__init__()
         self.block = nn.Sequential(
-            nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2),
+            Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2),
             nn.GroupNorm(n_groups, out_ch),
             nn.Mish(),
         )
@@ -62,7 +81,7 @@ class ConditionalResidualBlock1D(nn.Module):
         self.block1 = Conv1dBlock(out_ch, out_ch, kernel_size, n_groups)
         self.film = nn.Sequential(
             nn.Mish(), nn.Linear(cond_dim, out_ch * 2 if cond_predict_scale else out_ch))
-        self.residual = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.residual = Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x, cond):
         h = self.block0(x)
@@ -105,7 +124,7 @@ class ConditionalUnet1D(nn.Module):
             last = i == len(pairs) - 1
             self.down.append(nn.ModuleList([
                 res(c_in, c_out), res(c_out, c_out),
-                nn.Conv1d(c_out, c_out, 3, stride=2, padding=1) if not last else nn.Identity(),
+                Conv1d(c_out, c_out, 3, stride=2, padding=1) if not last else nn.Identity(),
             ]))
         mid = dims[-1]
         self.mid = nn.ModuleList([res(mid, mid), res(mid, mid)])
@@ -117,7 +136,7 @@ class ConditionalUnet1D(nn.Module):
             ]))
         self.final = nn.Sequential(
             Conv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
-            nn.Conv1d(down_dims[0], input_dim if output_dim is None else output_dim, 1))
+            Conv1d(down_dims[0], input_dim if output_dim is None else output_dim, 1))
 
     def forward(self, sample: torch.Tensor, timestep, global_cond: torch.Tensor | None = None):
         x = sample.transpose(1, 2)  # B, C, T for Conv1d
