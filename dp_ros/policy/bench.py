@@ -1,5 +1,7 @@
-"""`dp-ros bench inference --preset paper-real|sim`: inference latency of the policy network with
-random weights and random inputs. Prints one JSON object. A measurement, never a pass/fail."""
+"""`dp-ros bench inference --preset paper-real|sim` or `--checkpoint DIR`: inference latency of the
+policy network, with a preset's random weights or a trained checkpoint's, on random inputs. Prints
+one JSON object. A measurement, never a pass/fail. A U-Net at batch 1 on the CPU is also timed with
+PyTorch's own Conv1d path (`pytorch_conv1d`), in the same run, for the ratio."""
 
 from __future__ import annotations
 
@@ -90,13 +92,19 @@ def _r(x: float) -> float:
     return round(float(x), 3)
 
 
-def run_inference(preset: str, device: str = "cpu", steps: int | None = None, repeats: int = 20,
-                  warmup: int = 3, batch: int = 1, backbone: str | None = None) -> dict:
+def run_inference(preset: str | None, device: str = "cpu", steps: int | None = None, repeats: int = 20,
+                  warmup: int = 3, batch: int = 1, backbone: str | None = None, checkpoint=None) -> dict:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench: --device cuda requested but CUDA is not available")
     torch.manual_seed(0)
-    policy = build(preset, backbone=backbone, steps=steps, device=device)
+    if checkpoint is not None:
+        from .checkpoint import load_checkpoint
+        policy = load_checkpoint(checkpoint, device=device)
+        if steps:
+            policy.config.num_inference_steps = steps
+    else:
+        policy = build(preset, backbone=backbone, steps=steps, device=device)
     cfg = policy.config
     gen = torch.Generator().manual_seed(0)
     obs = random_obs(cfg, batch, dev, gen)
@@ -109,6 +117,18 @@ def run_inference(preset: str, device: str = "cpu", steps: int | None = None, re
         enc_ms = measure(lambda: policy.encode_obs(obs, latest=True), repeats, warmup)
         step_ms = measure(lambda: policy._denoise(x, t, cond), repeats, warmup)
     total_ms = measure(lambda: policy.predict_action(obs, generator=gen), repeats, warmup)
+    reference = None
+    if cfg.backbone == "unet" and dev.type == "cpu" and batch == 1:
+        from .unet import Conv1d
+        Conv1d.fast_batch1 = False
+        try:
+            with torch.no_grad():
+                ref_step = measure(lambda: policy._denoise(x, t, cond), repeats, warmup)
+            ref_total = measure(lambda: policy.predict_action(obs, generator=gen), repeats, warmup)
+        finally:
+            Conv1d.fast_batch1 = True
+        reference = {"denoise_step_ms": _r(statistics.median(ref_step)),
+                     "predict_action_ms": _r(statistics.median(ref_total))}
 
     def count(m):
         return sum(p.numel() for p in m.parameters())
@@ -119,6 +139,7 @@ def run_inference(preset: str, device: str = "cpu", steps: int | None = None, re
 
     return {
         "preset": preset,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "device": str(dev),
         "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
                         else f"cpu ({torch.get_num_threads()} threads)"),
@@ -139,6 +160,7 @@ def run_inference(preset: str, device: str = "cpu", steps: int | None = None, re
         "encoder_ms": summary(enc_ms),
         "denoise_step_ms": summary(step_ms),
         "predict_action_ms": summary(total_ms),
+        "pytorch_conv1d": reference,
     }
 
 
@@ -147,7 +169,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="dp-ros bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("inference", help="policy inference latency (random weights and inputs)")
-    p.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--preset", choices=sorted(PRESETS))
+    which.add_argument("--checkpoint", help="a trained checkpoint directory (its network, its DDIM steps)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: preset's, 10)")
@@ -164,7 +188,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     result = run_inference(args.preset, device=args.device, steps=args.steps,
                            repeats=args.repeats, warmup=args.warmup, batch=args.batch,
-                           backbone=args.backbone)
+                           backbone=args.backbone, checkpoint=args.checkpoint)
     print(json.dumps(result))
     return 0
 

@@ -41,10 +41,13 @@ class Conv1d(nn.Conv1d):
     """nn.Conv1d (same parameters, same results) with a faster CPU path for batch 1, the
     deployed policy's case. PyTorch sends a batch-1 1-D convolution on the CPU to its generic
     im2col kernel: ~150 us per call at this network's sizes on the development machine, where one
-    linear layer over the unfolded input takes a third of that (`dp-ros bench inference`)."""
+    linear layer over the unfolded input takes a third of that (`dp-ros bench inference` times
+    both: fast_batch1 = False is PyTorch's path)."""
+
+    fast_batch1 = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or x.shape[0] != 1 or self.groups != 1 or self.dilation != (1,)
+        if (not self.fast_batch1 or x.device.type != "cpu" or x.shape[0] != 1 or self.groups != 1 or self.dilation != (1,)
                 or self.padding_mode != "zeros" or isinstance(self.padding, str)):
             return super().forward(x)
         (k,), (stride,), (pad,) = self.kernel_size, self.stride, self.padding
