@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from dp_ros.core import parameters
-from dp_ros.core.scheduler import resolve_stitch
+from dp_ros.core.scheduler import STITCH_AUTO, STITCH_SETTINGS, resolve_stitch
 
 PACKAGE = "dp_ros"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +72,17 @@ def recommended_stitch(ckpt_cfg: dict) -> str | None:
     return (ckpt_cfg.get("extra", {}).get("deploy") or {}).get("stitch")
 
 
+def recommended_stitch_settings(ckpt_cfg: dict) -> dict:
+    """{node: {parameter: value}}: the stitch settings a checkpoint was shipped with beside its mode
+    (`dp-ros export --stitch inpaint:0:0:0`), which run where its mode runs through `auto`."""
+    deploy = ckpt_cfg.get("extra", {}).get("deploy") or {}
+    out = {}
+    for key, (node, kind) in STITCH_SETTINGS.items():
+        if key in deploy:
+            out.setdefault(node, {})[key] = kind(deploy[key])
+    return out
+
+
 def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None) -> list[NodeSpec]:
     """Nodes of the deploy graph. In simulation the three hardware nodes use their sim backends
     and the sim world node plays the robot and cameras. On hardware the scheduler never starts
@@ -83,16 +94,22 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None
     policy_cfg = ckpt_cfg["policy_config"]
     cameras = list(policy_cfg.get("cameras", {}).keys())
     dt_s = 1.0 / float(policy_cfg["control_frequency_hz"])
+    configured = stitch or load_params(config_file)["action_scheduler_node"]["stitch"]
+    mode = resolve_stitch(configured, recommended_stitch(ckpt_cfg))
+    # `auto` runs the checkpoint's mode with the settings it was shipped with; a mode named in the
+    # config or on the command line runs with the config's
+    shipped = recommended_stitch_settings(ckpt_cfg) \
+        if configured == STITCH_AUTO and mode == recommended_stitch(ckpt_cfg) else {}
 
     backend = {"backend": "sim"} if sim else {}
     nodes = [
         NodeSpec("camera_node", "camera_node", {**backend, **({"camera_names": cameras} if cameras else {})}),
         NodeSpec("robot_state_node", "robot_state_node", dict(backend)),
-        NodeSpec("policy_node", "policy_node", {"checkpoint": str(Path(checkpoint).resolve())}),
+        NodeSpec("policy_node", "policy_node", {"checkpoint": str(Path(checkpoint).resolve()),
+                                                **shipped.get("policy_node", {})}),
         NodeSpec("action_scheduler_node", "action_scheduler_node", {
-            "action_horizon": int(policy_cfg["action_horizon"]), "dt_s": dt_s,
-            "stitch": resolve_stitch(stitch or load_params(config_file)["action_scheduler_node"]["stitch"],
-                                     recommended_stitch(ckpt_cfg)),
+            "action_horizon": int(policy_cfg["action_horizon"]), "dt_s": dt_s, "stitch": mode,
+            **shipped.get("action_scheduler_node", {}),
             **({} if sim else {"autostart": False})}),      # a real arm moves only on the operator's go-ahead
         NodeSpec("ur5_servo_node", "ur5_servo_node", dict(backend)),
     ]

@@ -78,7 +78,35 @@ def test_the_stitch_mode_a_checkpoint_is_shipped_with_is_what_the_graph_runs(tmp
 
 
 def test_export_refuses_an_unknown_stitch_mode(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        export([str(default_checkpoint()), str(tmp_path / "out"), "--stitch", "sometimes"])
-    assert "invalid choice" in capsys.readouterr().err
+    for bad in ("sometimes", "none:3", "inpaint:x"):
+        assert export([str(default_checkpoint()), str(tmp_path / "out"), "--stitch", bad]) == 2
+        assert "--stitch" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_shipped_with_stitch_settings_runs_with_them_through_auto(tmp_path, capsys):
+    """`--stitch inpaint:0:0:0` (the frozen prefix alone): through `auto` the policy node gets no
+    pulled steps and no warm start and the scheduler no blend, in the graph and in lockstep; a mode
+    named instead runs with the config's settings."""
+    from dp_ros.graph import deploy_graph, load_params, node_params
+    from dp_ros.sim.lockstep import LockstepEvaluator
+
+    out = tmp_path / "shipped"
+    assert export([str(default_checkpoint()), str(out), "--stitch", "inpaint:0:0:0"]) == 0
+    want = {"stitch": "inpaint", "inpaint_soft_steps": 0, "inpaint_warm_start": 0.0, "blend_steps": 0}
+    assert json.loads(capsys.readouterr().out)["deploy"] == want
+
+    def settings(params):
+        return {"stitch": params["action_scheduler_node"]["stitch"],
+                "inpaint_soft_steps": params["policy_node"]["inpaint_soft_steps"],
+                "inpaint_warm_start": params["policy_node"]["inpaint_warm_start"],
+                "blend_steps": params["action_scheduler_node"]["blend_steps"]}
+
+    assert settings(node_params(deploy_graph(True, out))) == want
+    assert settings(LockstepEvaluator(out, episode_timeout_s=1.0).params) == want
+    config = load_params(default_config())
+    named = settings(node_params(deploy_graph(True, out, stitch="inpaint")))
+    assert named == {"stitch": "inpaint", "inpaint_soft_steps": config["policy_node"]["inpaint_soft_steps"],
+                     "inpaint_warm_start": config["policy_node"]["inpaint_warm_start"],
+                     "blend_steps": config["action_scheduler_node"]["blend_steps"]} != want
+    assert settings(LockstepEvaluator(out, stitch="inpaint", episode_timeout_s=1.0).params) == named

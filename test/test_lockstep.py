@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from dp_ros.cli.bench_stitching import parse_mode
+from dp_ros.core.scheduler import parse_stitch
 from dp_ros.graph import default_checkpoint, default_config, deploy_graph, node_params
 from dp_ros.policy.planner import ChunkPlanner, Commitment
 from dp_ros.sim.lockstep import EpisodeTrace, LockstepEvaluator
@@ -210,14 +210,18 @@ def test_bench_stitching_prints_a_cell_per_mode_and_delay(tmp_path):
 
 
 def test_stitch_modes_name_their_settings():
-    assert parse_mode("none") == ("none", None, None, None)
-    assert parse_mode("blend:5") == ("blend", None, None, 5)
-    assert parse_mode("inpaint:4") == ("inpaint", 4, None, None)
-    assert parse_mode("inpaint:0:0.7:0") == ("inpaint", 0, 0.7, 0)
-    assert parse_mode("inpaint::0.5") == ("inpaint", None, 0.5, None)
+    assert parse_stitch("none") == {"stitch": "none"}
+    assert parse_stitch("blend:5") == {"stitch": "blend", "blend_steps": 5}
+    assert parse_stitch("inpaint:4") == {"stitch": "inpaint", "inpaint_soft_steps": 4}
+    assert parse_stitch("inpaint:0:0.7:0") == {"stitch": "inpaint", "inpaint_soft_steps": 0,
+                                               "inpaint_warm_start": 0.7, "blend_steps": 0}
+    assert parse_stitch("inpaint::0.5") == {"stitch": "inpaint", "inpaint_warm_start": 0.5}
     for bad in ("none:3", "blend:1:2", "inpaint:1:0:0:9"):
         with pytest.raises(ValueError, match="expected blend"):
-            parse_mode(bad)
+            parse_stitch(bad)
+    for bad in ("smooth", "inpaint:x"):
+        with pytest.raises(ValueError, match="unknown stitch mode|must be a number"):
+            parse_stitch(bad)
 
 
 def test_bad_settings_are_refused():

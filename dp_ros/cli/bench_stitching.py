@@ -42,27 +42,17 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def parse_mode(text: str) -> tuple[str, int | None, float | None, int | None]:
-    """'inpaint:K:W:B' -> (stitch, soft steps, warm start, blend steps); None = the config's."""
-    name, *fields = text.split(":")
-    if name == "blend" and len(fields) <= 1:
-        fields = [""] * 2 + fields
-    elif fields and (name != "inpaint" or len(fields) > 3):
-        raise ValueError(f"expected blend[:B] or inpaint[:K[:W[:B]]] (others take no fields), got {text!r}")
-    soft, warm, blend = (fields + [""] * 3)[:3]
-    return name, (int(soft) if soft else None), (float(warm) if warm else None), (int(blend) if blend else None)
-
-
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     from dp_ros.cli.bench_train import machine
+    from dp_ros.core.scheduler import parse_stitch
     from dp_ros.graph import default_checkpoint
     from dp_ros.sim.lockstep import LockstepEvaluator
 
     try:
         delays = [float(d) for d in args.delays.split(",") if d.strip()]
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        parsed = [parse_mode(m) for m in modes]
+        parsed = [parse_stitch(m) for m in modes]
         evaluator = LockstepEvaluator(args.checkpoint or default_checkpoint(), args.config, device=args.device,
                                       seed=args.seed)
     except (OSError, ValueError, KeyError) as exc:
@@ -76,12 +66,12 @@ def main(argv=None) -> int:
     results = {}
     t0 = time.monotonic()
     with bar:
-        for label, (stitch, soft, warm, blend) in zip(modes, parsed):
+        for label, spec in zip(modes, parsed):
             results[label] = {}
             for delay_ms in delays:
-                evaluator.configure(delay_ms * 1e-3, stitch, default_soft if soft is None else soft,
-                                    default_warm if warm is None else warm,
-                                    default_blend if blend is None else blend)
+                evaluator.configure(delay_ms * 1e-3, spec["stitch"], spec.get("inpaint_soft_steps", default_soft),
+                                    spec.get("inpaint_warm_start", default_warm),
+                                    spec.get("blend_steps", default_blend))
                 summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
                 echo(f"[bench stitching] {label:>10} delay {delay_ms:>4g} ms: "

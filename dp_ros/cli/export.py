@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from dp_ros.core.scheduler import STITCH_MODES
+from dp_ros.core.scheduler import parse_stitch
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,14 +21,20 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("out", help="directory to write (e.g. models/<name>); must not hold another checkpoint")
     ap.add_argument("--weights-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
     ap.add_argument("--force", action="store_true", help="overwrite a checkpoint already in OUT")
-    ap.add_argument("--stitch", choices=STITCH_MODES, default=None,
-                    help="the stitch mode this policy should run with: the deploy graph uses it where the "
-                         "config says `stitch: auto` (its default)")
+    ap.add_argument("--stitch", default=None,
+                    help="how this policy's chunks should join: none, ensemble, blend[:B] or inpaint[:K[:W[:B]]] "
+                         "(B blend steps, K pulled steps, W warm start; e.g. inpaint:0:0:0 = the frozen prefix "
+                         "alone). The deploy graph runs it where the config says `stitch: auto` (its default)")
     return ap
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    try:
+        deploy = parse_stitch(args.stitch) if args.stitch else None
+    except ValueError as exc:
+        print(f"[dp-ros export] ERROR: --stitch: {exc}", file=sys.stderr)
+        return 2
     from dp_ros.policy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     src, out = Path(args.checkpoint), Path(args.out)
@@ -42,8 +48,8 @@ def main(argv=None) -> int:
         return 2
     extra = dict(policy.checkpoint_extra or {})
     extra.setdefault("exported_from", str(src))     # re-exporting an export keeps the run it came from
-    if args.stitch:
-        extra["deploy"] = {**(extra.get("deploy") or {}), "stitch": args.stitch}
+    if deploy:
+        extra["deploy"] = deploy
     dtype = None if args.weights_dtype == "float32" else args.weights_dtype
     save_checkpoint(out, policy, extra=extra, weights_dtype=dtype)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())

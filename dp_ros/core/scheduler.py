@@ -67,6 +67,37 @@ STITCH_AUTO = "auto"
 DEFAULT_STITCH = "inpaint"
 
 
+# The settings a stitch mode reads, and the node that holds each (a checkpoint may recommend them
+# with its mode: `dp-ros export --stitch inpaint:0:0:0`).
+STITCH_SETTINGS = {"inpaint_soft_steps": ("policy_node", int), "inpaint_warm_start": ("policy_node", float),
+                   "blend_steps": ("action_scheduler_node", int)}
+
+
+def parse_stitch(text: str) -> dict:
+    """'none' | 'ensemble' | 'blend[:B]' | 'inpaint[:K[:W[:B]]]' -> {"stitch": mode} plus the
+    settings given: B blend steps, K guided (pulled) overlap steps, W warm start. An empty field
+    is not given (the config's value applies): 'inpaint::0.5' sets only the warm start."""
+    name, *fields = text.strip().split(":")
+    if name not in STITCH_MODES:
+        raise ValueError(f"unknown stitch mode {name!r} (one of {', '.join(STITCH_MODES)})")
+    if name == "blend" and len(fields) <= 1:
+        keys = ["blend_steps"]
+    elif name == "inpaint" and len(fields) <= 3:
+        keys = ["inpaint_soft_steps", "inpaint_warm_start", "blend_steps"]
+    elif fields:
+        raise ValueError(f"expected blend[:B] or inpaint[:K[:W[:B]]] (others take no fields), got {text!r}")
+    else:
+        keys = []
+    spec = {"stitch": name}
+    for key, field in zip(keys, fields):
+        if field.strip():
+            try:
+                spec[key] = STITCH_SETTINGS[key][1](field)
+            except ValueError:
+                raise ValueError(f"{key} must be a number, got {field!r} in {text!r}") from None
+    return spec
+
+
 def resolve_stitch(configured: str, recommended: str | None = None) -> str:
     """The stitch mode that runs: a configured mode as it is; `auto` -> the checkpoint's
     recommendation when it names a mode, else DEFAULT_STITCH."""

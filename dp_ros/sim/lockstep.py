@@ -60,7 +60,7 @@ class LockstepEvaluator:
         from dp_ros.graph import deploy_graph, node_params, read_checkpoint_config, recommended_stitch
         from dp_ros.sim.world import SimWorld
 
-        self.params = node_params(deploy_graph(True, checkpoint, config_file, seed=seed), config_file)
+        self.params = node_params(deploy_graph(True, checkpoint, config_file, seed=seed, stitch=stitch), config_file)
         self.recommended_stitch = recommended_stitch(read_checkpoint_config(checkpoint))
         self.configure(delay_s, stitch, inpaint_soft_steps)
         if episode_timeout_s is not None:
