@@ -13,11 +13,6 @@ from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.nodes.common import STATE_QOS, Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_trajectory, trajectory_to_msg
 
-# How often the next request's due time is checked. At the stream's 20 Hz a request went out up to
-# 50 ms after it was due, and a chunk that arrives after the plan's end leaves the arm holding;
-# the check is a few comparisons, 200 per second cost nothing measurable.
-REQUEST_CHECK_HZ = 200.0
-
 
 class ActionSchedulerNode(Node):
     def __init__(self):
@@ -35,7 +30,6 @@ class ActionSchedulerNode(Node):
         self.create_subscription(DiagnosticArray, topics.SERVO_STATE, self._on_servo_state, STATE_QOS)
         self.create_service(SetBool, topics.SCHEDULER_ENABLE, self._on_enable)
         self.create_timer(1.0 / self.p["publish_rate_hz"], self._tick)
-        self.create_timer(1.0 / REQUEST_CHECK_HZ, self._request_if_due)
         self.create_timer(1.0, self._report)
 
     def _now(self):
