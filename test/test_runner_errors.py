@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dp_ros.policy.untrained import make_untrained_checkpoint
 
 
@@ -87,3 +89,20 @@ def test_ctrl_c_mid_episode_stops_every_node_and_keeps_the_summary(tmp_path):
     assert processes_mentioning(node_params) == [], out
     summary = json.loads((logs / "summary.json").read_text())
     assert len(summary["episodes"]) >= 1 and "Traceback" not in out
+
+
+def test_request_to_chunk_latency_is_timed_by_publication_not_by_arrival():
+    """The runner pairs a request with the next chunk by the middleware's source timestamps: a
+    runner that gets both late and back to back (behind the graph's priorities) still reads the
+    policy's latency, not the gap between its own two callbacks."""
+    from dp_ros.runtime.monitor import GraphMonitor
+    monitor = GraphMonitor.__new__(GraphMonitor)          # the timing logic only: no ROS node
+    monitor.latencies_s, monitor._request_t, monitor.trace = [], None, None
+    monitor._on_request(None, {"source_timestamp": 5_000_000_000})
+    time.sleep(0.01)
+    monitor._on_chunk(None, {"source_timestamp": 5_045_000_000})
+    assert monitor.latencies_s == [pytest.approx(0.045)]
+    monitor._on_request(None, {"source_timestamp": 6_000_000_000})
+    monitor._on_chunk(None, {"source_timestamp": 5_990_000_000})   # published before it: an older request's
+    monitor._on_chunk(None, {"source_timestamp": 6_050_000_000})   # no request open: not paired
+    assert monitor.latencies_s == [pytest.approx(0.045)]
