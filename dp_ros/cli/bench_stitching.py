@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     from dp_ros.cli.bench_train import machine
     from dp_ros.core.scheduler import parse_stitch
-    from dp_ros.graph import default_checkpoint
+    from dp_ros.graph import default_checkpoint, default_config, load_params
     from dp_ros.sim.lockstep import LockstepEvaluator
 
     try:
@@ -58,9 +58,12 @@ def main(argv=None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"[dp-ros bench stitching] ERROR: {exc}", file=sys.stderr)
         return 2
-    default_soft = evaluator.params["policy_node"]["inpaint_soft_steps"]
-    default_warm = evaluator.params["policy_node"]["inpaint_warm_start"]
-    default_blend = evaluator.params["action_scheduler_node"]["blend_steps"]
+    # A field a mode leaves out takes the config's value, not the settings a checkpoint was shipped
+    # with (`auto` put those in the evaluator's parameters): `blend` is the config's blend.
+    config = load_params(args.config or default_config())
+    default_soft = config["policy_node"]["inpaint_soft_steps"]
+    default_warm = config["policy_node"]["inpaint_warm_start"]
+    default_blend = config["action_scheduler_node"]["blend_steps"]
     bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
                        desc="episodes", unit="ep")
     results = {}
