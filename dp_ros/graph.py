@@ -95,11 +95,11 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None
     cameras = list(policy_cfg.get("cameras", {}).keys())
     dt_s = 1.0 / float(policy_cfg["control_frequency_hz"])
     configured = stitch or load_params(config_file)["action_scheduler_node"]["stitch"]
-    mode = resolve_stitch(configured, recommended_stitch(ckpt_cfg))
+    recommended = recommended_stitch(ckpt_cfg)
+    mode = resolve_stitch(configured, recommended)
     # `auto` runs the checkpoint's mode with the settings it was shipped with; a mode named in the
     # config or on the command line runs with the config's
-    shipped = recommended_stitch_settings(ckpt_cfg) \
-        if configured == STITCH_AUTO and mode == recommended_stitch(ckpt_cfg) else {}
+    shipped = recommended_stitch_settings(ckpt_cfg) if configured == STITCH_AUTO and mode == recommended else {}
 
     backend = {"backend": "sim"} if sim else {}
     nodes = [

@@ -13,7 +13,6 @@ from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.nodes.common import STATE_QOS, Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_trajectory, trajectory_to_msg
 
-
 class ActionSchedulerNode(Node):
     def __init__(self):
         super().__init__("action_scheduler_node")
@@ -82,19 +81,13 @@ class ActionSchedulerNode(Node):
         if not (self.enabled and alive):
             self._publish([], [])   # explicit empty stream: the servo holds now, not at its watchdog
             return
-        self._request_if_due(now)
-        self._stream(now)
-
-    def _request_if_due(self, now=None):
-        if not (self.enabled and self.policy_alive):
-            return
-        now = self._now() if now is None else now
         # needs_inference is false while a request is outstanding, until its timeout (lost request)
         if self.scheduler.needs_inference(now):
             # stitch inpaint: the request carries the path the new chunk must continue (else empty)
             times, poses = self.scheduler.committed_path(now)
             self.request_pub.publish(trajectory_to_msg(times, poses, stamp_ns=times[0] if len(times) else now))
             self.scheduler.mark_requested(now)   # the scheduler measures the latency from here
+        self._stream(now)
 
     def _stream(self, now):
         times, poses = self.scheduler.waypoints(now)

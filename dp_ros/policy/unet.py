@@ -47,8 +47,8 @@ class Conv1d(nn.Conv1d):
     fast_batch1 = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (not self.fast_batch1 or x.device.type != "cpu" or x.shape[0] != 1 or self.groups != 1 or self.dilation != (1,)
-                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
+        if (not self.fast_batch1 or x.device.type != "cpu" or x.shape[0] != 1 or self.groups != 1
+                or self.dilation != (1,) or self.padding_mode != "zeros" or isinstance(self.padding, str)):
             return super().forward(x)
         (k,), (stride,), (pad,) = self.kernel_size, self.stride, self.padding
         if pad:

@@ -81,8 +81,9 @@ class NodeProcesses:
 
     def stop(self, timeout_s: float = 5.0):
         """SIGINT to every node (the servo last: it holds the arm while everything upstream goes
-        away), SIGKILL to any still running after timeout_s. An interrupt while waiting (a second
-        Ctrl-C) kills the rest at once: the stop always completes, no node is left behind."""
+        away), SIGKILL to any still running after timeout_s. A KeyboardInterrupt while waiting (a
+        runner's first Ctrl-C arriving during a normal stop; stop_on_signals only reports later
+        ones) kills the rest at once: the stop always completes, no node is left behind."""
         order = sorted(self.procs, key=lambda n: n == "ur5_servo_node")
         try:
             for name in order:
