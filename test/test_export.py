@@ -110,3 +110,27 @@ def test_a_checkpoint_shipped_with_stitch_settings_runs_with_them_through_auto(t
                      "inpaint_warm_start": config["policy_node"]["inpaint_warm_start"],
                      "blend_steps": config["action_scheduler_node"]["blend_steps"]} != want
     assert settings(LockstepEvaluator(out, stitch="inpaint", episode_timeout_s=1.0).params) == named
+
+
+def test_bench_stitching_fills_a_modes_omitted_fields_from_the_config_not_the_checkpoint(tmp_path, capsys):
+    """On a checkpoint shipped with the frozen prefix alone (no blend, no pulled steps, no warm
+    start), `blend` must blend over the config's steps and `inpaint:0` keep the config's warm start
+    and blend: a cell that silently ran the checkpoint's zeros would compare the wrong modes."""
+    from dp_ros.cli.bench_stitching import main as bench_stitching
+    from dp_ros.graph import load_params
+
+    out = tmp_path / "shipped"
+    assert export([str(default_checkpoint()), str(out), "--stitch", "inpaint:0:0:0"]) == 0
+    capsys.readouterr()
+    assert bench_stitching(["--checkpoint", str(out), "--modes", "blend,inpaint:0,inpaint:0:0:0",
+                            "--delays", "0", "--episodes", "1", "--no-progress"]) == 0
+    ran = json.loads(capsys.readouterr().out)["settings"]
+    config = load_params(default_config())
+    blend = config["action_scheduler_node"]["blend_steps"]
+    warm = config["policy_node"]["inpaint_warm_start"]
+    assert blend > 0 and warm > 0   # else the check below could not tell config from checkpoint
+    assert ran["blend"]["stitch"] == "blend" and ran["blend"]["blend_steps"] == blend
+    assert ran["inpaint:0"] == {**ran["inpaint:0"], "stitch": "inpaint", "inpaint_soft_steps": 0,
+                                "inpaint_warm_start": warm, "blend_steps": blend}
+    assert ran["inpaint:0:0:0"] == {**ran["inpaint:0:0:0"], "stitch": "inpaint", "inpaint_soft_steps": 0,
+                                    "inpaint_warm_start": 0.0, "blend_steps": 0}

@@ -24,6 +24,7 @@ from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "command_boundary_acc_max",
            "command_boundary_jerk_max", "overlap_distance_mean")
+SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "blend_steps", "denoising_steps")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     default_blend = config["action_scheduler_node"]["blend_steps"]
     bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
                        desc="episodes", unit="ep")
-    results = {}
+    results, settings = {}, {}
     t0 = time.monotonic()
     with bar:
         for label, spec in zip(modes, parsed):
@@ -77,11 +78,12 @@ def main(argv=None) -> int:
                                     spec.get("blend_steps", default_blend))
                 summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
+                settings[label] = {k: summary[k] for k in SETTINGS}   # what the mode ran with
                 echo(f"[bench stitching] {label:>10} delay {delay_ms:>4g} ms: "
                      + " ".join(f"{k}={summary[k]}" for k in FIGURES), file=sys.stderr)
     out = {"bench": "stitching", "checkpoint": str(args.checkpoint or default_checkpoint()),
            "episodes": args.episodes, "seed": args.seed, "machine": machine(),
-           "wall_s": round(time.monotonic() - t0, 1), "results": results}
+           "wall_s": round(time.monotonic() - t0, 1), "settings": settings, "results": results}
     text = json.dumps(out)
     print(text)
     if args.out:

@@ -267,6 +267,7 @@ class LockstepEvaluator:
         summary.update(mode="lockstep", delay_ms=round(self.delay_ns * 1e-6, 1), stitch=self.stitch,
                        inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"],
                        inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"],
+                       blend_steps=self.params["action_scheduler_node"]["blend_steps"],
                        denoising_steps=self.planner.denoising_steps, episodes=results)
         return summary
 
