@@ -108,7 +108,8 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None
         NodeSpec("policy_node", "policy_node", {"checkpoint": str(Path(checkpoint).resolve()),
                                                 **shipped.get("policy_node", {})}),
         NodeSpec("action_scheduler_node", "action_scheduler_node", {
-            "action_horizon": int(policy_cfg["action_horizon"]), "dt_s": dt_s, "stitch": mode,
+            "action_horizon": int(policy_cfg["action_horizon"]), "obs_horizon": int(policy_cfg["obs_horizon"]),
+            "dt_s": dt_s, "stitch": mode,
             **shipped.get("action_scheduler_node", {}),
             **({} if sim else {"autostart": False})}),      # a real arm moves only on the operator's go-ahead
         NodeSpec("ur5_servo_node", "ur5_servo_node", dict(backend)),

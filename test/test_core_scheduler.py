@@ -46,6 +46,39 @@ def test_keeps_first_ta_future_waypoints_and_drops_late():
     np.testing.assert_allclose(s.plan.poses, poses[np.isin(times, plan_t)])
 
 
+@pytest.mark.parametrize("latency_ms", [0, 120, 330, 740])
+def test_observation_start_executes_the_steps_after_the_observation_whatever_the_latency(latency_ms):
+    """horizon_start=observation: chunk indices To..To+Ta-1 (times after the observation, up to
+    Ta*dt after it), minus those already late; the next request then goes out sooner."""
+    s, arrival = sched(stitch="none", horizon_start="observation", obs_horizon=2), sched(stitch="none")
+    times, poses = chunk(T0)               # index To-1 = 1 is the observation at T0
+    now = T0 + latency_ms * MS
+    assert s.on_chunk(times, poses, now) and arrival.on_chunk(times, poses, now)
+    want = times[(times > now + LAT_NS) & (times > T0) & (times <= T0 + TA * DT_NS)]
+    np.testing.assert_array_equal(s.plan.times_ns, want)
+    np.testing.assert_allclose(s.plan.poses, poses[np.isin(times, want)])
+    # arrival runs the same first waypoint on for Ta steps (or to the chunk's end)
+    assert arrival.plan.times_ns[0] == s.plan.times_ns[0]
+    assert len(arrival.plan.times_ns) == min(TA, np.count_nonzero(times > now + LAT_NS)) >= len(want)
+    # the open loop ends Ta*dt after the observation, so the next request is due that much sooner
+    assert s.plan.end_ns == T0 + TA * DT_NS
+
+
+def test_observation_start_keeps_one_waypoint_when_the_latency_exceeds_the_window():
+    s = sched(stitch="none", horizon_start="observation", obs_horizon=2)
+    times, poses = chunk(T0)
+    now = T0 + (TA + 2) * DT_NS            # arrived after its Ta steps were all due
+    assert s.on_chunk(times, poses, now)
+    assert len(s.plan.times_ns) == 1 and s.plan.times_ns[0] == times[times > now + LAT_NS][0]
+
+
+def test_horizon_start_is_checked():
+    with pytest.raises(ValueError, match="horizon_start"):
+        sched(horizon_start="request")
+    with pytest.raises(ValueError, match="obs_horizon"):
+        sched(horizon_start="observation", obs_horizon=0)
+
+
 def test_streamed_waypoints_are_always_beyond_latency():
     rng = np.random.default_rng(0)
     s = sched(stitch="none")

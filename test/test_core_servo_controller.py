@@ -105,8 +105,29 @@ def test_new_waypoints_after_a_stopped_hold_resume_from_the_measured_pose():
     c.on_waypoints(*waypoints(t, HOME), t)
     cmd = c.step(t)
     assert cmd.reason is HoldReason.NONE and cmd.resynced
-    # starts at the measured pose with zero velocity: one tick of acceleration toward HOME
-    np.testing.assert_allclose(cmd.pose[:3], moved[:3] - [AMAX * PERIOD_S ** 2, 0, 0], atol=1e-9)
+    # starts at the measured pose with zero velocity, the path ramping from there toward HOME
+    np.testing.assert_allclose(cmd.pose[:3], moved[:3], atol=1e-12)
+    cmd = c.step(t + PERIOD_NS)
+    assert moved[0] - AMAX * PERIOD_S ** 2 - 1e-12 <= cmd.pose[0] < moved[0]
+
+
+def test_after_the_arm_was_moved_while_stopped_new_waypoints_never_pull_it_back():
+    """Disabled, the arm is moved 10 cm (by hand; in simulation, the episode reset): the first
+    waypoints lead on from where it is now, and no command may head back to the old one."""
+    c = controller()
+    following(c, 0)
+    c.set_enabled(False, MS)
+    run(c, 2 * MS, 100)                                 # brakes and stops at ~HOME
+    assert c.holding and np.all(c.velocity == 0)
+    t = int(1.0e9)
+    moved = HOME + [0.10, 0.0, 0, 0, 0, 0, 0]
+    c.on_measured(moved, t)
+    assert c.set_enabled(True, t) == ""
+    c.on_waypoints(*waypoints(t, moved + [0.01, 0, 0, 0, 0, 0, 0]), t)
+    cmds = run(c, t, 60, measured=moved)
+    xs = np.array([cmd.pose[0] for _, cmd in cmds])
+    assert xs.min() >= moved[0] - 1e-9, f"pulled back {moved[0] - xs.min():.4f} m toward the old command"
+    assert xs[-1] > moved[0]
 
 
 def test_empty_refused_and_unreadable_waypoints_hold():

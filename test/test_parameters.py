@@ -13,7 +13,7 @@ from dp_ros.core.parameters import NODE_PARAMETERS, defaults, validate
 from dp_ros.graph import default_checkpoint, default_config, deploy_graph, load_params, teleop_graph
 from dp_ros.nodes.common import declare
 
-SET_BY_GRAPH = {"action_scheduler_node": {"action_horizon", "dt_s"}}
+SET_BY_GRAPH = {"action_scheduler_node": {"action_horizon", "obs_horizon", "dt_s"}}
 
 
 def test_shipped_config_matches_the_specs_exactly():

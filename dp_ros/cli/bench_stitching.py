@@ -9,8 +9,9 @@ overlap. A mode is `blend`, `ensemble`, `none` or `inpaint`: `blend:B` blends ov
 (default: the config's blend_steps); `inpaint:K:W:B` adds K guided overlap steps, a warm start W
 (the share of denoising steps skipped by starting from the committed path) and B blend steps for
 what offset is left (`inpaint:4`, `inpaint:4:0.5`, `inpaint:0:0:0` = frozen prefix only; an empty
-field keeps the config's value). The episodes and sampling seeds are the same for every cell, so
-the cells differ only by mode and delay.
+field keeps the config's value). `--horizon-start` sets where each chunk's Ta executed steps are
+counted from (arrival or observation; default: the config's) for every cell. The episodes and
+sampling seeds are the same for every cell, so the cells differ only by mode and delay.
 """
 
 import argparse
@@ -24,7 +25,7 @@ from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "command_boundary_acc_max",
            "command_boundary_jerk_max", "overlap_distance_mean")
-SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "blend_steps", "denoising_steps")
+SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "blend_steps", "horizon_start", "denoising_steps")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--modes", default="none,blend,ensemble,inpaint,inpaint:4",
                     help="stitch modes; blend:B = B blend steps; inpaint:K[:W[:B]] = K guided overlap steps, "
                          "warm start W, B blend steps")
+    ap.add_argument("--horizon-start", default=None, choices=("arrival", "observation"),
+                    help="where each chunk's Ta executed steps are counted from (default: the config's)")
     ap.add_argument("--episodes", type=int, default=20, help="episodes per mode and delay")
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
     ap.add_argument("--device", default="cpu")
@@ -75,7 +78,8 @@ def main(argv=None) -> int:
             for delay_ms in delays:
                 evaluator.configure(delay_ms * 1e-3, spec["stitch"], spec.get("inpaint_soft_steps", default_soft),
                                     spec.get("inpaint_warm_start", default_warm),
-                                    spec.get("blend_steps", default_blend))
+                                    spec.get("blend_steps", default_blend),
+                                    args.horizon_start or config["action_scheduler_node"]["horizon_start"])
                 summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
                 settings[label] = {k: summary[k] for k in SETTINGS}   # what the mode ran with

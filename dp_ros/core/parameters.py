@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dp_ros.core.scheduler import STITCH_AUTO, STITCH_MODES
+from dp_ros.core.scheduler import HORIZON_STARTS, STITCH_AUTO, STITCH_MODES
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,13 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
     "action_scheduler_node": {
         "action_horizon": Param(int, "Ta: waypoints of each chunk to execute", range=(1, 1000),
                                 default_from="checkpoint"),
+        "obs_horizon": Param(int, "To: observation steps of the checkpoint (chunk index To-1 is the observation's "
+                                  "instant)", range=(1, 1000), default_from="checkpoint"),
         "dt_s": Param(float, "control step of the checkpoint (s)", range=(1e-3, 10.0), default_from="checkpoint"),
+        "horizon_start": Param(str, "where each chunk's Ta executed waypoints are counted from: arrival (the "
+                                    "first Ta still ahead when it arrives) or observation (chunk indices To.."
+                                    "To+Ta-1: latency shortens what runs instead of lengthening the open loop)",
+                               choices=HORIZON_STARTS),
         "exec_latency_s": Param(float, "waypoints closer than this to now are dropped as too late (s)",
                                 range=(0.0, 1.0)),
         "stitch": Param(str, "how a new chunk joins the executing one (inpaint: requests carry the committed "

@@ -98,6 +98,9 @@ def parse_stitch(text: str) -> dict:
     return spec
 
 
+HORIZON_STARTS = ("arrival", "observation")   # where a chunk's Ta executed steps are counted from
+
+
 def resolve_stitch(configured: str, recommended: str | None = None) -> str:
     """The stitch mode that runs: a configured mode as it is; `auto` -> the checkpoint's
     recommendation when it names a mode, else DEFAULT_STITCH."""
@@ -110,9 +113,13 @@ class ActionScheduler:
     def __init__(self, action_horizon: int, dt_s: float, exec_latency_s: float, stitch: str = "blend",
                  blend_steps: int = 3, ensemble_k: float = 0.01, initial_latency_s: float = 0.1,
                  latency_alpha: float = 0.3, request_timeout_s: float = 1.0, margin_s: float = 0.0,
-                 latency_dev_k: float = 2.0):
+                 latency_dev_k: float = 2.0, horizon_start: str = "arrival", obs_horizon: int = 1):
         if int(action_horizon) < 1:
             raise ValueError(f"action_horizon must be >= 1, got {action_horizon}")
+        if horizon_start not in HORIZON_STARTS:
+            raise ValueError(f"horizon_start must be one of {HORIZON_STARTS}, got {horizon_start!r}")
+        if int(obs_horizon) < 1:
+            raise ValueError(f"obs_horizon must be >= 1, got {obs_horizon}")
         if stitch not in STITCH_MODES:
             raise ValueError(f"stitch must be one of {STITCH_MODES}, got {stitch!r}")
         if int(blend_steps) < 0:
@@ -128,6 +135,8 @@ class ActionScheduler:
         if not (0 < latency_alpha <= 1):
             raise ValueError(f"latency_alpha must be in (0, 1], got {latency_alpha}")
         self.action_horizon = int(action_horizon)
+        self.horizon_start = horizon_start
+        self.obs_horizon = int(obs_horizon)
         self.dt_s = float(dt_s)
         self.exec_latency_s = float(exec_latency_s)
         self.exec_latency_ns = int(round(exec_latency_s * 1e9))
@@ -152,7 +161,8 @@ class ActionScheduler:
         """As action_scheduler_node builds it from its parameters: a request can go out up to one
         publish tick late, hence that margin. overrides: settings the caller fixes itself."""
         kwargs = dict(stitch=resolve_stitch(p["stitch"]), blend_steps=p["blend_steps"], request_timeout_s=p["request_timeout_s"],
-                      margin_s=1.0 / p["publish_rate_hz"])
+                      margin_s=1.0 / p["publish_rate_hz"], horizon_start=p["horizon_start"],
+                      obs_horizon=p["obs_horizon"])
         kwargs.update(overrides)
         exec_latency_s = kwargs.pop("exec_latency_s", p["exec_latency_s"])
         return cls(p["action_horizon"], p["dt_s"], exec_latency_s, **kwargs)
@@ -203,7 +213,7 @@ class ActionScheduler:
             self.stats["waypoints_dropped_stale"] += len(chunk)
             return self._reject(f"all {len(chunk)} waypoints are late: the last is "
                                 f"{(horizon - chunk.end_ns) * 1e-6:.1f} ms before now + exec latency")
-        keep = future[:self.action_horizon]
+        keep = self._executed(chunk, future)
         self.stats["waypoints_dropped_stale"] += n_late
         times = np.asarray(chunk.times_ns[keep])
         new = np.array(chunk.poses[keep])
@@ -238,6 +248,19 @@ class ActionScheduler:
         self.last_reject_reason = None
         self.stats["chunks_accepted"] += 1
         return True
+
+    def _executed(self, chunk, future):
+        """Indices of the chunk's waypoints to execute, from its still-future ones.
+        arrival: the first Ta of them, so latency lengthens the time the chunk runs open loop.
+        observation: those up to Ta steps after the observation it was planned from (index To-1),
+        as the paper's evaluation executes them: the late ones are lost instead, the next request
+        goes out sooner, and the open-loop time stays Ta*dt (at least one waypoint is kept, so a
+        latency beyond Ta*dt still moves the arm, one step per chunk)."""
+        if self.horizon_start == "arrival":
+            return future[:self.action_horizon]
+        end_ns = chunk.times_ns[min(self.obs_horizon - 1 + self.action_horizon, len(chunk) - 1)]
+        window = future[chunk.times_ns[future] <= end_ns]
+        return window if len(window) else future[:1]
 
     def _blend(self, times, new, horizon):
         old = self._old_path(horizon)(times)

@@ -194,9 +194,12 @@ class ServoController:
             return
         if self.command is not None and times[0] > now_ns:
             # start from where the command is now, so the path ramps into the first waypoint
-            # instead of stepping to it
+            # instead of stepping to it; after a stop, from where the arm is (step resumes there):
+            # it may have been moved meanwhile (by hand, a reset), and the old command would
+            # first pull it back
+            start = self.measured if self._stopped and self.measured is not None else self.command
             times = np.concatenate([[now_ns], times])
-            poses = np.vstack([self.command, poses])
+            poses = np.vstack([start, poses])
         try:
             self.trajectory = PoseTrajectory(times, poses)
         except ValueError:

@@ -1,5 +1,5 @@
-"""action_scheduler_node: keeps the current chunk, streams its first Ta still-future waypoints to
-the servo, and asks the policy for the next chunk early enough that it is planned while the
+"""action_scheduler_node: keeps the current chunk, streams its Ta still-future waypoints (counted
+from its arrival or from its observation: parameter horizon_start) to the servo, and asks the policy for the next chunk early enough that it is planned while the
 current one executes. Stops streaming (the servo then holds) when the policy goes silent."""
 
 from diagnostic_msgs.msg import DiagnosticArray

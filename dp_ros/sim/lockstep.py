@@ -17,7 +17,8 @@ instant an observation is taken).
 Timing, with delay d: a request goes out when the plan's remaining time is at most d (the
 scheduler's own rule, its latency estimate being exactly d); the observation is taken then, and
 the chunk is handed to the scheduler d later, which keeps its first Ta waypoints after that
-instant. With d = 0 the executed waypoints are chunk indices To .. To+Ta-1 (index To-1 is the
+instant (horizon_start=arrival) or those of chunk indices To..To+Ta-1 still ahead then
+(horizon_start=observation: d shortens what runs instead of lengthening the open loop). With d = 0 the executed waypoints are chunk indices To .. To+Ta-1 (index To-1 is the
 observation instant itself, where the arm already is), and the next observation is taken when
 the last of them is due: every Ta*dt, as in the paper.
 """
@@ -83,7 +84,8 @@ class LockstepEvaluator:
                              f"does not have (it has {sorted(self.world.object_poses())})")
 
     def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None,
-                  inpaint_warm_start: float | None = None, blend_steps: int | None = None):
+                  inpaint_warm_start: float | None = None, blend_steps: int | None = None,
+                  horizon_start: str | None = None):
         """Settings that may change between runs of one evaluator (the model stays loaded)."""
         from dp_ros.core.parameters import NODE_PARAMETERS
 
@@ -102,6 +104,9 @@ class LockstepEvaluator:
         if blend_steps is not None:
             self.params["action_scheduler_node"]["blend_steps"] = NODE_PARAMETERS["action_scheduler_node"][
                 "blend_steps"].check("blend_steps", int(blend_steps))
+        if horizon_start is not None:
+            self.params["action_scheduler_node"]["horizon_start"] = NODE_PARAMETERS["action_scheduler_node"][
+                "horizon_start"].check("horizon_start", horizon_start)
 
     @property
     def stitch(self) -> str:
@@ -268,6 +273,7 @@ class LockstepEvaluator:
                        inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"],
                        inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"],
                        blend_steps=self.params["action_scheduler_node"]["blend_steps"],
+                       horizon_start=self.params["action_scheduler_node"]["horizon_start"],
                        denoising_steps=self.planner.denoising_steps, episodes=results)
         return summary
 
