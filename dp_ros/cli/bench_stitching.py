@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from dp_ros.cli.eval import EVAL_SEED
+from dp_ros.core.scheduler import HORIZON_STARTS
 from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "command_boundary_acc_max",
@@ -36,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--modes", default="none,blend,ensemble,inpaint,inpaint:4",
                     help="stitch modes; blend:B = B blend steps; inpaint:K[:W[:B]] = K guided overlap steps, "
                          "warm start W, B blend steps")
-    ap.add_argument("--horizon-start", default=None, choices=("arrival", "observation"),
+    ap.add_argument("--horizon-start", default=None, choices=HORIZON_STARTS,
                     help="where each chunk's Ta executed steps are counted from (default: the config's)")
     ap.add_argument("--episodes", type=int, default=20, help="episodes per mode and delay")
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
@@ -78,8 +79,7 @@ def main(argv=None) -> int:
             for delay_ms in delays:
                 evaluator.configure(delay_ms * 1e-3, spec["stitch"], spec.get("inpaint_soft_steps", default_soft),
                                     spec.get("inpaint_warm_start", default_warm),
-                                    spec.get("blend_steps", default_blend),
-                                    args.horizon_start or config["action_scheduler_node"]["horizon_start"])
+                                    spec.get("blend_steps", default_blend), args.horizon_start)
                 summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
                 settings[label] = {k: summary[k] for k in SETTINGS}   # what the mode ran with

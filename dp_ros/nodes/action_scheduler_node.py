@@ -1,6 +1,7 @@
 """action_scheduler_node: keeps the current chunk, streams its Ta still-future waypoints (counted
-from its arrival or from its observation: parameter horizon_start) to the servo, and asks the policy for the next chunk early enough that it is planned while the
-current one executes. Stops streaming (the servo then holds) when the policy goes silent."""
+from its arrival or from its observation: parameter horizon_start) to the servo, and asks the
+policy for the next chunk early enough that it is planned while the current one executes. Stops
+streaming (the servo then holds) when the policy goes silent."""
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -12,6 +13,7 @@ from dp_ros import topics
 from dp_ros.core.scheduler import ActionScheduler
 from dp_ros.nodes.common import STATE_QOS, Diagnostics, declare, run
 from dp_ros.nodes.msgs import msg_to_trajectory, trajectory_to_msg
+
 
 class ActionSchedulerNode(Node):
     def __init__(self):

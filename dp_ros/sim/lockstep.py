@@ -18,9 +18,10 @@ Timing, with delay d: a request goes out when the plan's remaining time is at mo
 scheduler's own rule, its latency estimate being exactly d); the observation is taken then, and
 the chunk is handed to the scheduler d later, which keeps its first Ta waypoints after that
 instant (horizon_start=arrival) or those of chunk indices To..To+Ta-1 still ahead then
-(horizon_start=observation: d shortens what runs instead of lengthening the open loop). With d = 0 the executed waypoints are chunk indices To .. To+Ta-1 (index To-1 is the
-observation instant itself, where the arm already is), and the next observation is taken when
-the last of them is due: every Ta*dt, as in the paper.
+(horizon_start=observation: d shortens what runs instead of lengthening the open loop). With
+d = 0 the executed waypoints are chunk indices To .. To+Ta-1 (index To-1 is the observation
+instant itself, where the arm already is), and the next observation is taken when the last of
+them is due: every Ta*dt, as in the paper.
 """
 
 from __future__ import annotations
@@ -95,18 +96,13 @@ class LockstepEvaluator:
         if stitch is not None:
             self.params["action_scheduler_node"]["stitch"] = resolve_stitch(
                 NODE_PARAMETERS["action_scheduler_node"]["stitch"].check("stitch", stitch), self.recommended_stitch)
-        if inpaint_soft_steps is not None:
-            self.params["policy_node"]["inpaint_soft_steps"] = NODE_PARAMETERS["policy_node"]["inpaint_soft_steps"] \
-                .check("inpaint_soft_steps", int(inpaint_soft_steps))
-        if inpaint_warm_start is not None:
-            self.params["policy_node"]["inpaint_warm_start"] = NODE_PARAMETERS["policy_node"]["inpaint_warm_start"] \
-                .check("inpaint_warm_start", float(inpaint_warm_start))
-        if blend_steps is not None:
-            self.params["action_scheduler_node"]["blend_steps"] = NODE_PARAMETERS["action_scheduler_node"][
-                "blend_steps"].check("blend_steps", int(blend_steps))
-        if horizon_start is not None:
-            self.params["action_scheduler_node"]["horizon_start"] = NODE_PARAMETERS["action_scheduler_node"][
-                "horizon_start"].check("horizon_start", horizon_start)
+        for node, key, value in (("policy_node", "inpaint_soft_steps", inpaint_soft_steps),
+                                 ("policy_node", "inpaint_warm_start", inpaint_warm_start),
+                                 ("action_scheduler_node", "blend_steps", blend_steps),
+                                 ("action_scheduler_node", "horizon_start", horizon_start)):
+            if value is not None:
+                spec = NODE_PARAMETERS[node][key]
+                self.params[node][key] = spec.check(key, spec.type(value))
 
     @property
     def stitch(self) -> str:
