@@ -126,6 +126,39 @@ def test_frozen_prefix_comes_out_unchanged_and_is_continued_without_a_jump(evalu
                 assert np.linalg.norm(p2[k, :2] - p2[k - 1, :2]) <= own_step + 1e-9
 
 
+def test_guided_overlap_keeps_the_frozen_steps_and_draws_the_chunk_toward_the_committed_path(evaluator):
+    """inpaint_guidance > 0 (real-time chunking's guidance): the pulled steps are steered through
+    the network instead of replaced. The frozen steps still come out exactly as committed, the
+    new chunk lies closer to the committed path over the pulled steps than one sampled with the
+    frozen steps alone, and each denoising step is still one network evaluation (with a backward
+    pass). A negative guidance is refused."""
+    planner: ChunkPlanner = evaluator.planner
+    policy = planner.policy
+    obs = _observation(evaluator)
+    k, soft = evaluator.cfg.obs_horizon + 2, 4
+    times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(0))
+    with counting_network_calls(policy) as calls:
+        dist = {}
+        for guidance in (0.0, 5.0):
+            committed = Commitment(times, poses, until_ns=int(times[k - 1]),
+                                   soft_steps=soft if guidance else 0, guidance=guidance)
+            calls.clear()
+            chunks = [planner.plan(obs, generator=torch.Generator().manual_seed(s), committed=committed)[1]
+                      for s in range(30, 34)]
+            assert len(calls) == len(chunks) * evaluator.cfg.num_inference_steps
+            for c in chunks:
+                np.testing.assert_allclose(c[:k], poses[:k], atol=1e-6)
+            dist[guidance] = np.mean([np.linalg.norm(c[k:k + soft, :3] - poses[k:k + soft, :3], axis=1).mean()
+                                      for c in chunks])
+    assert dist[5.0] < 0.8 * dist[0.0], dist
+    # steered, not replaced: the pulled steps differ from what replacement puts there
+    replaced = planner.plan(obs, generator=torch.Generator().manual_seed(30),
+                            committed=Commitment(times, poses, until_ns=int(times[k - 1]), soft_steps=soft))[1]
+    assert np.abs(replaced[k:k + soft] - chunks[0][k:k + soft]).max() > 1e-3
+    with pytest.raises(ValueError, match="guidance"):
+        policy.predict_action(planner.to_tensors(obs), guidance=-1.0)
+
+
 def test_warm_start_stays_near_the_committed_plan_and_saves_network_calls(evaluator):
     """Started from the committed path noised (warm_start), a new chunk keeps the frozen steps
     exactly, lies closer to the old plan than chunks sampled from pure noise, and the skipped
@@ -226,7 +259,9 @@ def test_stitch_modes_name_their_settings():
     assert parse_stitch("inpaint:0:0.7:0") == {"stitch": "inpaint", "inpaint_soft_steps": 0,
                                                "inpaint_warm_start": 0.7, "blend_steps": 0}
     assert parse_stitch("inpaint::0.5") == {"stitch": "inpaint", "inpaint_warm_start": 0.5}
-    for bad in ("none:3", "blend:1:2", "inpaint:1:0:0:9"):
+    assert parse_stitch("inpaint:4:0::5") == {"stitch": "inpaint", "inpaint_soft_steps": 4,
+                                              "inpaint_warm_start": 0.0, "inpaint_guidance": 5.0}
+    for bad in ("none:3", "blend:1:2", "inpaint:1:0:0:9:1"):
         with pytest.raises(ValueError, match="expected blend"):
             parse_stitch(bad)
     for bad in ("smooth", "inpaint:x"):
@@ -245,6 +280,8 @@ def test_bad_settings_are_refused():
     assert ev.params["action_scheduler_node"]["blend_steps"] == 0
     with pytest.raises(ValueError, match="blend_steps"):
         ev.configure(0.0, blend_steps=-1)
+    with pytest.raises(ValueError, match="inpaint_guidance"):
+        ev.configure(0.0, inpaint_guidance=-1.0)
     # the real-time graph takes a stitch mode of its own too (`dp-ros eval --stitch`), checked
     assert node_params(deploy_graph(True, CHECKPOINT, stitch="none"))["action_scheduler_node"]["stitch"] == "none"
     with pytest.raises(ValueError, match="stitch"):

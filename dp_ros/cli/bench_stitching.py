@@ -6,10 +6,11 @@ the bench prints one JSON: per mode and delay the success rate, mean max coverag
 acceleration of the waypoint path where chunks join and of the servo command after a junction,
 its largest jerk, and the mean distance between the old plan and the new chunk over their
 overlap. A mode is `blend`, `ensemble`, `none` or `inpaint`: `blend:B` blends over B steps
-(default: the config's blend_steps); `inpaint:K:W:B` adds K guided overlap steps, a warm start W
-(the share of denoising steps skipped by starting from the committed path) and B blend steps for
-what offset is left (`inpaint:4`, `inpaint:4:0.5`, `inpaint:0:0:0` = frozen prefix only; an empty
-field keeps the config's value). `--horizon-start` sets where each chunk's Ta executed steps are
+(default: the config's blend_steps); `inpaint:K:W:B:G` adds K pulled overlap steps, a warm start W
+(the share of denoising steps skipped by starting from the committed path), B blend steps for
+what offset is left and guidance G (> 0: the pulled steps are guided through the network instead
+of replaced; `inpaint:4`, `inpaint:4:0.5`, `inpaint:4:0:0:5`, `inpaint:0:0:0` = frozen prefix
+only; an empty field keeps the config's value). `--horizon-start` sets where each chunk's Ta executed steps are
 counted from (arrival or observation; default: the config's) for every cell. The episodes and
 sampling seeds are the same for every cell, so the cells differ only by mode and delay.
 """
@@ -26,7 +27,8 @@ from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "command_boundary_acc_max",
            "command_boundary_jerk_max", "overlap_distance_mean")
-SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "blend_steps", "horizon_start", "denoising_steps")
+SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "inpaint_guidance", "blend_steps", "horizon_start",
+            "denoising_steps")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,8 +37,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--delays", default="0,100,200,300,400", help="injected inference delays, ms")
     ap.add_argument("--modes", default="none,blend,ensemble,inpaint,inpaint:4",
-                    help="stitch modes; blend:B = B blend steps; inpaint:K[:W[:B]] = K guided overlap steps, "
-                         "warm start W, B blend steps")
+                    help="stitch modes; blend:B = B blend steps; inpaint:K[:W[:B[:G]]] = K pulled overlap "
+                         "steps, warm start W, B blend steps, guidance G (0: the pulled steps are replaced)")
     ap.add_argument("--horizon-start", default=None, choices=HORIZON_STARTS,
                     help="where each chunk's Ta executed steps are counted from (default: the config's)")
     ap.add_argument("--episodes", type=int, default=20, help="episodes per mode and delay")
@@ -68,6 +70,7 @@ def main(argv=None) -> int:
     config = load_params(args.config or default_config())
     default_soft = config["policy_node"]["inpaint_soft_steps"]
     default_warm = config["policy_node"]["inpaint_warm_start"]
+    default_guidance = config["policy_node"]["inpaint_guidance"]
     default_blend = config["action_scheduler_node"]["blend_steps"]
     bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
                        desc="episodes", unit="ep")
@@ -79,7 +82,8 @@ def main(argv=None) -> int:
             for delay_ms in delays:
                 evaluator.configure(delay_ms * 1e-3, spec["stitch"], spec.get("inpaint_soft_steps", default_soft),
                                     spec.get("inpaint_warm_start", default_warm),
-                                    spec.get("blend_steps", default_blend), args.horizon_start)
+                                    spec.get("blend_steps", default_blend), args.horizon_start,
+                                    spec.get("inpaint_guidance", default_guidance))
                 summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
                 settings[label] = {k: summary[k] for k in SETTINGS}   # what the mode ran with

@@ -107,6 +107,10 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
         "inpaint_warm_start": Param(float, "stitch inpaint: share of the denoising steps skipped by starting from "
                                            "the committed path, noised (keeps the plan's mode; fewer network "
                                            "evaluations); 0 = sample from pure noise", range=(0.0, 0.9)),
+        "inpaint_guidance": Param(float, "stitch inpaint: the pulled steps are guided through the network "
+                                         "(real-time chunking's pseudo-inverse guidance, its weight capped at "
+                                         "this) instead of replaced; 0 = replacement. Costs a backward pass per "
+                                         "denoising step", range=(0.0, 100.0)),
         "inference_realtime_priority": Param(
             int, "SCHED_RR priority of the inference process when a core stays free for the rest "
                  "(above the streaming nodes' 10, below the servo loop's); 0 = normal scheduling", range=(0, 99)),

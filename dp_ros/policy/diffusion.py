@@ -162,7 +162,7 @@ class DiffusionPolicy(nn.Module):
     def predict_action(self, obs: dict, generator: torch.Generator | None = None,
                        num_inference_steps: int | None = None, prefix: torch.Tensor | None = None,
                        prefix_weight: torch.Tensor | None = None, initial: torch.Tensor | None = None,
-                       warm_start: float = 0.0) -> dict[str, torch.Tensor]:
+                       warm_start: float = 0.0, guidance: float = 0.0) -> dict[str, torch.Tensor]:
         """obs: {name: (B, To, ...)} (the last To steps are used) ->
         {"action_pred": (B, Tp, Da), "action": (B, Ta, Da)}, unnormalised. "action" starts at
         the latest observation step: action_pred[:, To-1 : To-1+Ta].
@@ -175,6 +175,14 @@ class DiffusionPolicy(nn.Module):
         trained with train_prefix_steps gets its frozen steps clean instead of noised, as in
         training: replacement alone decides the free steps' mode at the noisiest steps, where
         the noised prefix carries almost no signal, and the mode then often ignores it.
+
+        guidance > 0: the steps with a weight between 0 and 1 are guided instead of pulled (real-time
+        chunking's soft mask, as Black, Galliker and Levine do it): at every denoising step the
+        network's noise estimate is corrected by the gradient, through the network, of the
+        weighted distance between its clean estimate and the prefix (pseudo-inverse guidance, the
+        guidance weight 1 / (1 - alpha_bar) capped at `guidance`). The whole chunk then moves to
+        agree with the prefix where it is weighted, not only the weighted steps themselves; it costs
+        a backward pass through the noise network per step. Frozen steps stay frozen as above.
 
         initial (B, Tp, Da) unnormalised, with warm_start in [0, 1): the sampler skips that share of
         its denoising steps and starts from `initial` noised to the first remaining step's level
@@ -203,13 +211,27 @@ class DiffusionPolicy(nn.Module):
                 raise ValueError(f"initial must be finite, {shape} (B, Tp, Da), got {tuple(init.shape)}")
             timesteps = timesteps[min(int(round(len(timesteps) * warm_start)), len(timesteps) - 1):]
             x = self.train_scheduler.add_noise(self.normalizer.normalize(init, "action"), x, timesteps[:1])
+        if guidance < 0 or not torch.isfinite(torch.tensor(float(guidance))):
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        # guided: the soft steps (0 < w < 1) are steered through the network instead of pulled; the
+        # frozen ones are still replaced, and are guided too unless the network is given them clean
+        # (a prefix-trained network's own estimate there is untrained: nothing to steer by)
+        guided = False
+        if known is not None and guidance > 0:
+            steer = torch.where(w >= 1, torch.zeros_like(w), w) if cfg.train_prefix_steps > 0 else w
+            guided = bool(torch.any(steer > 0))
+        pull = torch.where(w >= 1, w, torch.zeros_like(w)) if guided else w
         for t in timesteps:
             if known is not None:
                 noise = torch.randn(shape, generator=generator, device=gen_dev, dtype=cond.dtype).to(self.device)
-                x = w * self.train_scheduler.add_noise(known, noise, t.reshape(1)) + (1 - w) * x
+                x = pull * self.train_scheduler.add_noise(known, noise, t.reshape(1)) + (1 - pull) * x
                 if cfg.train_prefix_steps > 0:
                     x = torch.where(w >= 1, known, x)
-            out = self._denoise(x, t, cond, None if known is None else w >= 1)
+            given = None if known is None else w >= 1
+            if guided:
+                out = self._guided_denoise(x, t, cond, given, known, steer, float(guidance))
+            else:
+                out = self._denoise(x, t, cond, given)
             x = sched.step(out, t, x, generator=generator).prev_sample
         if known is not None:
             frozen = w >= 1
@@ -220,6 +242,25 @@ class DiffusionPolicy(nn.Module):
         start = cfg.obs_horizon - 1
         return {"action_pred": action_pred,
                 "action": action_pred[:, start:start + cfg.action_horizon]}
+
+    def _guided_denoise(self, x, t, cond, given, known, soft, max_weight):
+        """The network's output at (x, t), corrected toward `known` where `soft` > 0 by
+        pseudo-inverse guidance: the clean estimate x0_hat moves by c * J^T soft (known - x0_hat),
+        J = d x0_hat / d x. Uncapped, c = 1 / sqrt(alpha_bar) (pseudo-inverse guidance with
+        r^2 = 1 - alpha_bar: normalised actions have unit scale); real-time chunking caps its
+        guidance weight at beta, which on this noise schedule is c <= beta * sqrt(1 - alpha_bar)
+        (the flow time tau = sqrt(ab) / (sqrt(ab) + sqrt(1 - ab)) carries its cap over)."""
+        abar = self.inference_scheduler.alphas_cumprod[int(t)].to(x.device, x.dtype)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            out = self._denoise(xg, t, cond, given)
+            x0 = out if self.config.prediction_type == "sample" else (xg - (1 - abar).sqrt() * out) / abar.sqrt()
+            (grad,) = torch.autograd.grad(x0, xg, grad_outputs=(soft * (known - x0)).detach())
+        c = torch.minimum(max_weight * (1 - abar).sqrt(), 1 / abar.sqrt())
+        x0 = x0.detach() + c * grad
+        if self.config.prediction_type == "sample":
+            return x0
+        return (x - abar.sqrt() * x0) / (1 - abar).sqrt()
 
     def _inpaint_target(self, prefix, weight, shape, dtype):
         prefix = torch.as_tensor(prefix, device=self.device, dtype=dtype)

@@ -26,6 +26,7 @@ class Commitment:
     until_ns: int
     soft_steps: int = 0
     warm_start: float = 0.0      # > 0: sampling starts from the path, noised (predict_action's warm_start)
+    guidance: float = 0.0        # > 0: the soft steps are guided through the network (predict_action's guidance)
 
 
 class ChunkPlanner:
@@ -69,7 +70,7 @@ class ChunkPlanner:
         committed: a Commitment (real-time chunking): the chunk is sampled with it inpainted."""
         times = timing.step_times(obs.stamps_ns[0], self.cfg.pred_horizon, self.dt_ns)
         prefix = weight = initial = None
-        warm = 0.0
+        warm = guidance = 0.0
         if committed is not None and len(committed.times_ns):
             # the whole committed path on this chunk's grid (held past its ends), as actions
             on_grid = self.action_space.from_pose(PoseTrajectory(committed.times_ns, committed.poses)(times))
@@ -77,10 +78,13 @@ class ChunkPlanner:
             prefix, weight = self.prefix_on_grid(committed, times, on_grid)
             if committed.warm_start > 0:   # sampling starts from the plan's mode
                 initial, warm = on_grid.unsqueeze(0), float(committed.warm_start)
-        with torch.inference_mode():
+            guidance = float(committed.guidance)
+        # guidance differentiates through the network: inference mode's tensors cannot take part
+        with torch.no_grad() if guidance > 0 else torch.inference_mode():
             out = self.policy.predict_action(self.to_tensors(obs), generator=generator,
                                              num_inference_steps=self.denoising_steps, prefix=prefix,
-                                             prefix_weight=weight, initial=initial, warm_start=warm)
+                                             prefix_weight=weight, initial=initial, warm_start=warm,
+                                             guidance=guidance)
         actions = out["action_pred"][0].float().cpu().numpy()
         if not np.all(np.isfinite(actions)):
             raise ValueError("policy produced non-finite actions; chunk discarded")

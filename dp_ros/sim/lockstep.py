@@ -86,7 +86,7 @@ class LockstepEvaluator:
 
     def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None,
                   inpaint_warm_start: float | None = None, blend_steps: int | None = None,
-                  horizon_start: str | None = None):
+                  horizon_start: str | None = None, inpaint_guidance: float | None = None):
         """Settings that may change between runs of one evaluator (the model stays loaded)."""
         from dp_ros.core.parameters import NODE_PARAMETERS
 
@@ -98,6 +98,7 @@ class LockstepEvaluator:
                 NODE_PARAMETERS["action_scheduler_node"]["stitch"].check("stitch", stitch), self.recommended_stitch)
         for node, key, value in (("policy_node", "inpaint_soft_steps", inpaint_soft_steps),
                                  ("policy_node", "inpaint_warm_start", inpaint_warm_start),
+                                 ("policy_node", "inpaint_guidance", inpaint_guidance),
                                  ("action_scheduler_node", "blend_steps", blend_steps),
                                  ("action_scheduler_node", "horizon_start", horizon_start)):
             if value is not None:
@@ -133,7 +134,8 @@ class LockstepEvaluator:
         if not len(times):
             return None
         p = self.params["policy_node"]
-        return Commitment(times, poses, now + self.delay_ns, p["inpaint_soft_steps"], p["inpaint_warm_start"])
+        return Commitment(times, poses, now + self.delay_ns, p["inpaint_soft_steps"], p["inpaint_warm_start"],
+                          p["inpaint_guidance"])
 
     # ------------------------------------------------------------------ one episode
     def run_episode(self, index: int, trace: EpisodeTrace | None = None) -> dict:
@@ -268,6 +270,7 @@ class LockstepEvaluator:
         summary.update(mode="lockstep", delay_ms=round(self.delay_ns * 1e-6, 1), stitch=self.stitch,
                        inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"],
                        inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"],
+                       inpaint_guidance=self.params["policy_node"]["inpaint_guidance"],
                        blend_steps=self.params["action_scheduler_node"]["blend_steps"],
                        horizon_start=self.params["action_scheduler_node"]["horizon_start"],
                        denoising_steps=self.planner.denoising_steps, episodes=results)
