@@ -286,3 +286,20 @@ def test_bad_settings_are_refused():
     assert node_params(deploy_graph(True, CHECKPOINT, stitch="none"))["action_scheduler_node"]["stitch"] == "none"
     with pytest.raises(ValueError, match="stitch"):
         deploy_graph(True, CHECKPOINT, stitch="average")
+
+
+def test_boundary_figures_separate_junctions_from_the_plans_own_motion():
+    """boundary_stats: a junction's acceleration is the second difference of the waypoint path
+    across it; the interior figure is the plans' own, so a seamless join is one no sharper."""
+    from dp_ros.sim.lockstep import boundary_stats
+    dt_ns = 100_000_000
+    t = np.arange(5) * dt_ns
+    straight = np.outer(np.arange(5), [0.01, 0.0, 0.0])           # 0.1 m/s, no acceleration
+    kinked = straight.copy()
+    kinked[2:, 1] += 0.005 * np.arange(1, 4)                      # a 0.05 m/s turn at waypoint 2
+    trace = EpisodeTrace(command_xyz=[np.zeros(3)] * 10, accept_ticks=[0],
+                         junctions=[(t, straight)] * 99 + [(t, kinked)], interior_acc=[0.2] * 100)
+    stats = boundary_stats([trace], tick_s=0.002, dt_s=0.1)
+    assert stats["plan_boundary_acc_max"] == pytest.approx(0.5)     # 0.05 m/s change over 0.1 s
+    assert stats["plan_boundary_acc_p99"] < 0.01                     # one junction of a hundred
+    assert stats["plan_interior_acc_p99"] == pytest.approx(0.2)

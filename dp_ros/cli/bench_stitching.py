@@ -1,18 +1,19 @@
 """`dp-ros bench stitching`: how each way of joining chunks copes with inference latency.
 
 For every stitch mode and injected delay, the lockstep evaluator (dp_ros.sim.lockstep) runs the
-same held-out episodes with the world running on for `delay` while each chunk is computed, and
-the bench prints one JSON: per mode and delay the success rate, mean max coverage, the largest
-acceleration of the waypoint path where chunks join and of the servo command after a junction,
-its largest jerk, and the mean distance between the old plan and the new chunk over their
-overlap. A mode is `blend`, `ensemble`, `none` or `inpaint`: `blend:B` blends over B steps
-(default: the config's blend_steps); `inpaint:K:W:B:G` adds K pulled overlap steps, a warm start W
-(the share of denoising steps skipped by starting from the committed path), B blend steps for
-what offset is left and guidance G (> 0: the pulled steps are guided through the network instead
-of replaced; `inpaint:4`, `inpaint:4:0.5`, `inpaint:4:0:0:5`, `inpaint:0:0:0` = frozen prefix
-only; an empty field keeps the config's value). `--horizon-start` sets where each chunk's Ta executed steps are
-counted from (arrival or observation; default: the config's) for every cell. The episodes and
-sampling seeds are the same for every cell, so the cells differ only by mode and delay.
+same held-out episodes with the world running on for `delay` while each chunk is computed, and the
+bench prints one JSON: per mode and delay the success rate, mean max coverage, the largest
+acceleration of the waypoint path where chunks join (and its 99th percentile, beside that of the
+plans' own motion clear of junctions) and of the servo command after a junction, its largest jerk,
+and the mean distance between the old plan and the new chunk over their overlap. A mode is `blend`,
+`ensemble`, `none` or `inpaint`: `blend:B` blends over B steps (default: the config's blend_steps);
+`inpaint:K:W:B:G` adds K pulled overlap steps, a warm start W (the share of denoising steps skipped
+by starting from the committed path), B blend steps for what offset is left and guidance G (> 0:
+the pulled steps are guided through the network instead of replaced; `inpaint:4`, `inpaint:4:0.5`,
+`inpaint:4:0:0:5`, `inpaint:0:0:0` = frozen prefix only; an empty field keeps the config's value).
+`--horizon-start` sets where each chunk's Ta executed steps are counted from (arrival or
+observation; default: the config's) for every cell. The episodes and sampling seeds are the same
+for every cell, so the cells differ only by mode and delay.
 """
 
 import argparse
@@ -25,8 +26,8 @@ from dp_ros.cli.eval import EVAL_SEED
 from dp_ros.core.scheduler import HORIZON_STARTS
 from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
-FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "command_boundary_acc_max",
-           "command_boundary_jerk_max", "overlap_distance_mean")
+FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "plan_boundary_acc_p99",
+           "plan_interior_acc_p99", "command_boundary_acc_max", "command_boundary_jerk_max", "overlap_distance_mean")
 SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "inpaint_guidance", "blend_steps", "horizon_start",
             "denoising_steps")
 

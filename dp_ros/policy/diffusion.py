@@ -178,11 +178,11 @@ class DiffusionPolicy(nn.Module):
 
         guidance > 0: the steps with a weight between 0 and 1 are guided instead of pulled (real-time
         chunking's soft mask, as Black, Galliker and Levine do it): at every denoising step the
-        network's noise estimate is corrected by the gradient, through the network, of the
-        weighted distance between its clean estimate and the prefix (pseudo-inverse guidance, the
-        guidance weight 1 / (1 - alpha_bar) capped at `guidance`). The whole chunk then moves to
-        agree with the prefix where it is weighted, not only the weighted steps themselves; it costs
-        a backward pass through the noise network per step. Frozen steps stay frozen as above.
+        network's clean estimate is moved by the gradient, through the network, of the weighted
+        distance between that estimate and the prefix (pseudo-inverse guidance, its weight capped
+        by `guidance`: _guided_denoise). The whole chunk then moves to agree with the prefix where
+        it is weighted, not only the weighted steps themselves; it costs a backward pass through
+        the noise network per step. Frozen steps stay frozen as above.
 
         initial (B, Tp, Da) unnormalised, with warm_start in [0, 1): the sampler skips that share of
         its denoising steps and starts from `initial` noised to the first remaining step's level

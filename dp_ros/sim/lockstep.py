@@ -49,6 +49,7 @@ class EpisodeTrace:
     accept_ticks: list = field(default_factory=list)         # tick index at which a chunk was accepted
     junctions: list = field(default_factory=list)            # per accepted chunk after the first: (times, xyz)
     overlap_distances: list = field(default_factory=list)    # mean |old plan - new chunk| over their overlap
+    interior_acc: list = field(default_factory=list)         # per accepted plan: largest |acc| inside it
 
 
 class LockstepEvaluator:
@@ -241,10 +242,13 @@ class LockstepEvaluator:
         """Where the new plan meets the old one: the old waypoints already due and the new plan's
         first ones (for the acceleration there), and how far the raw chunk is from the old plan."""
         trace.accept_ticks.append(tick)
+        new = scheduler.plan
+        inside = _second_differences(new.times_ns[2:], new.poses[2:, :3])   # clear of the junction's waypoints
+        if inside.size:
+            trace.interior_acc.append(float(inside.max()))
         if old is None:
             return
         before = old.times_ns <= now
-        new = scheduler.plan
         t = np.concatenate([old.times_ns[before][-2:], new.times_ns[:3]])
         xyz = np.concatenate([old.poses[before][-2:, :3], new.poses[:3, :3]])
         trace.junctions.append((t, xyz))
@@ -293,14 +297,19 @@ def boundary_stats(traces: list[EpisodeTrace], tick_s: float, dt_s: float) -> di
     """Chunk-boundary smoothness over all episodes:
       plan_boundary_acc_max: largest |acceleration| of the waypoint path where a new chunk joins
         (the old plan's last two due waypoints and the new plan's first three);
+      plan_boundary_acc_p99: its 99th percentile over the junctions (the max is one junction of
+        hundreds);
+      plan_interior_acc_p99: the same figure inside the plans, clear of their junctions (the
+        policy's own motion: a junction no sharper than this is seamless);
       command_boundary_acc_max / command_boundary_jerk_max: largest |acceleration| / |jerk| of the
         servo's commanded position within one control step after each junction (the servo's
         acceleration limit caps the first, not the second);
       overlap_distance_mean: mean position distance between the old plan and the new chunk over
         the times both cover (how much the new chunk disagrees with what is executing)."""
-    plan_acc, cmd_acc, cmd_jerk, dist = [], [], [], []
+    plan_acc, cmd_acc, cmd_jerk, dist, interior = [], [], [], [], []
     for tr in traces:
         dist.extend(tr.overlap_distances)
+        interior.extend(tr.interior_acc)
         for t, xyz in tr.junctions:
             a = _second_differences(t, xyz)
             if a.size:
@@ -315,6 +324,10 @@ def boundary_stats(traces: list[EpisodeTrace], tick_s: float, dt_s: float) -> di
     def top(x):
         return round(max(x), 3) if x else None
 
-    return {"plan_boundary_acc_max": top(plan_acc), "command_boundary_acc_max": top(cmd_acc),
+    def p99(x):
+        return round(float(np.percentile(x, 99)), 3) if x else None
+
+    return {"plan_boundary_acc_max": top(plan_acc), "plan_boundary_acc_p99": p99(plan_acc),
+            "plan_interior_acc_p99": p99(interior), "command_boundary_acc_max": top(cmd_acc),
             "command_boundary_jerk_max": top(cmd_jerk),
             "overlap_distance_mean": round(float(np.mean(dist)), 5) if dist else None}
