@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from dp_ros.core import parameters
-from dp_ros.core.scheduler import STITCH_AUTO, STITCH_SETTINGS, resolve_stitch
+from dp_ros.core.scheduler import STITCH_AUTO, STITCH_SETTINGS, parse_stitch, resolve_stitch
 
 PACKAGE = "dp_ros"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,19 +87,25 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None
     """Nodes of the deploy graph. In simulation the three hardware nodes use their sim backends
     and the sim world node plays the robot and cameras. On hardware the scheduler never starts
     streaming by itself: the operator enables it (/scheduler/enable; `dp-ros deploy` asks).
-    stitch: how chunks join, instead of the config's. The config's `auto` becomes the mode the
-    checkpoint recommends, else the default (so the scheduler node always gets a concrete mode)."""
+    stitch: how chunks join, instead of the config's: a mode, or a mode with settings as
+    `dp-ros bench stitching` takes them (`inpaint:4:0:0:20`; fields left out: the config's). The
+    config's `auto` becomes the mode the checkpoint recommends, else the default (so the scheduler
+    node always gets a concrete mode)."""
     config_file = Path(config_file or default_config())
     ckpt_cfg = read_checkpoint_config(checkpoint)
     policy_cfg = ckpt_cfg["policy_config"]
     cameras = list(policy_cfg.get("cameras", {}).keys())
     dt_s = 1.0 / float(policy_cfg["control_frequency_hz"])
-    configured = stitch or load_params(config_file)["action_scheduler_node"]["stitch"]
+    named = parse_stitch(stitch) if stitch and stitch != STITCH_AUTO else {}
+    configured = named.get("stitch") or stitch or load_params(config_file)["action_scheduler_node"]["stitch"]
     recommended = recommended_stitch(ckpt_cfg)
     mode = resolve_stitch(configured, recommended)
     # `auto` runs the checkpoint's mode with the settings it was shipped with; a mode named in the
-    # config or on the command line runs with the config's
+    # config or on the command line runs with the config's, but for the settings named with it
     shipped = recommended_stitch_settings(ckpt_cfg) if configured == STITCH_AUTO and mode == recommended else {}
+    for key, value in named.items():
+        if key in STITCH_SETTINGS:
+            shipped.setdefault(STITCH_SETTINGS[key][0], {})[key] = value
 
     backend = {"backend": "sim"} if sim else {}
     nodes = [

@@ -303,3 +303,20 @@ def test_boundary_figures_separate_junctions_from_the_plans_own_motion():
     assert stats["plan_boundary_acc_max"] == pytest.approx(0.5)     # 0.05 m/s change over 0.1 s
     assert stats["plan_boundary_acc_p99"] < 0.01                     # one junction of a hundred
     assert stats["plan_interior_acc_p99"] == pytest.approx(0.2)
+
+
+def test_a_stitch_named_with_settings_runs_with_them_in_the_graph_and_in_lockstep():
+    """`dp-ros eval --stitch inpaint:4:0:0:20` (and deploy): the mode's fields override the
+    config's settings in the graph's parameters and in the lockstep evaluator; fields left out
+    keep the config's; a malformed spec is refused by name."""
+    config = load_params(default_config())
+    params = node_params(deploy_graph(True, CHECKPOINT, stitch="inpaint:4:0::20"), default_config())
+    assert params["action_scheduler_node"]["stitch"] == "inpaint"
+    assert params["policy_node"]["inpaint_soft_steps"] == 4
+    assert params["policy_node"]["inpaint_warm_start"] == 0.0
+    assert params["policy_node"]["inpaint_guidance"] == 20.0
+    assert params["action_scheduler_node"]["blend_steps"] == config["action_scheduler_node"]["blend_steps"]
+    ev = LockstepEvaluator(CHECKPOINT, stitch="blend:5")
+    assert ev.stitch == "blend" and ev.params["action_scheduler_node"]["blend_steps"] == 5
+    with pytest.raises(ValueError, match="expected blend"):
+        deploy_graph(True, CHECKPOINT, stitch="inpaint:1:2:3:4:5")

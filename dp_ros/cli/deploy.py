@@ -36,9 +36,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped model)")
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--episodes", type=int, default=3, help="sim episodes to run")
-    ap.add_argument("--stitch", default=None, help="how chunks join: none, blend, ensemble, inpaint or auto "
-                                                   "(default: the config's action_scheduler_node.stitch; auto: "
-                                                   "the checkpoint's recommendation, else inpaint)")
+    ap.add_argument("--stitch", default=None, help="how chunks join: none, blend[:B], ensemble, inpaint[:K[:W[:B[:G]]]] "
+                                                   "or auto (default: the config's action_scheduler_node.stitch; "
+                                                   "auto: the checkpoint's recommendation, else inpaint; fields as "
+                                                   "in `dp-ros bench stitching`, left out: the config's)")
     ap.add_argument("--log-dir", default=None, help="node logs and summary (default: runs/deploy-<time>)")
     ap.add_argument("--summary-json", default=None, help="where to write the summary (default: in log dir)")
     ap.add_argument("--seed", type=int, default=None, help="sim: episode k uses seed + k + 1 (default: config)")

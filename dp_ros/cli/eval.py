@@ -37,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--lockstep", action="store_true", help="lockstep only: the world waits for the policy")
     mode.add_argument("--both", action="store_true", help="lockstep, then real-time through the graph")
     ap.add_argument("--delay", type=float, default=0.0, help="lockstep: injected inference latency (s)")
-    ap.add_argument("--stitch", default=None, help="how chunks join, instead of the config's (lockstep and real time)")
+    ap.add_argument("--stitch", default=None, help="how chunks join, instead of the config's (lockstep and real time): "
+                                                   "a mode, with settings as `dp-ros bench stitching` takes them "
+                                                   "(inpaint:4:0:0:20)")
     ap.add_argument("--device", default="cpu", help="lockstep: torch device (cpu, cuda)")
     add_progress_flag(ap)
     return ap

@@ -65,7 +65,7 @@ class LockstepEvaluator:
 
         self.params = node_params(deploy_graph(True, checkpoint, config_file, seed=seed, stitch=stitch), config_file)
         self.recommended_stitch = recommended_stitch(read_checkpoint_config(checkpoint))
-        self.configure(delay_s, stitch, inpaint_soft_steps)
+        self.configure(delay_s, None, inpaint_soft_steps)   # deploy_graph has resolved `stitch` and its settings
         if episode_timeout_s is not None:
             self.params["sim_world_node"]["episode_timeout_s"] = float(episode_timeout_s)
         self.torch = torch
