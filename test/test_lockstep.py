@@ -320,3 +320,32 @@ def test_a_stitch_named_with_settings_runs_with_them_in_the_graph_and_in_lockste
     assert ev.stitch == "blend" and ev.params["action_scheduler_node"]["blend_steps"] == 5
     with pytest.raises(ValueError, match="expected blend"):
         deploy_graph(True, CHECKPOINT, stitch="inpaint:1:2:3:4:5")
+
+
+def test_guidance_on_a_prefix_trained_network_steers_only_the_pulled_steps():
+    """The shipped Push-T model was trained with clean prefixes (train_prefix_steps): its frozen
+    steps are given to it, not guided (its own estimate there is untrained). Guided pulled steps
+    still come out closer to the committed path than with the frozen steps alone, and the frozen
+    ones exactly as committed."""
+    torch.set_num_threads(1)
+    ev = LockstepEvaluator(ROOT / "models" / "pusht_state_policy", seed=100_000)
+    planner: ChunkPlanner = ev.planner
+    assert ev.cfg.train_prefix_steps > 0
+    obs = _observation(ev)
+    k, soft = ev.cfg.obs_horizon + 2, 4
+    dist = {}
+    for ref in range(3):
+        times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(ref))
+        for guidance in (0.0, 20.0):
+            committed = Commitment(times, poses, until_ns=int(times[k - 1]),
+                                   soft_steps=soft if guidance else 0, guidance=guidance)
+            for s in range(40, 44):
+                c = planner.plan(obs, generator=torch.Generator().manual_seed(s), committed=committed)[1]
+                np.testing.assert_allclose(c[:k], poses[:k], atol=1e-6)
+                dist.setdefault(guidance, []).append(np.linalg.norm(c[k:k + soft, :2] - poses[k:k + soft, :2],
+                                                                    axis=1).mean())
+    assert np.mean(dist[20.0]) < 0.8 * np.mean(dist[0.0]), {g: np.mean(d) for g, d in dist.items()}
+    # steered, not replaced (replacement would pull these steps too)
+    replaced = planner.plan(obs, generator=torch.Generator().manual_seed(43),
+                            committed=Commitment(times, poses, until_ns=int(times[k - 1]), soft_steps=soft))[1]
+    assert np.abs(replaced[k:k + soft] - c[k:k + soft]).max() > 1e-3
