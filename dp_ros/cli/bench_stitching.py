@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from dp_ros.cli.eval import EVAL_SEED
-from dp_ros.core.scheduler import HORIZON_STARTS
+from dp_ros.core.scheduler import HORIZON_STARTS, STITCH_SETTINGS
 from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "plan_boundary_acc_p99",
@@ -69,10 +69,7 @@ def main(argv=None) -> int:
     # A field a mode leaves out takes the config's value, not the settings a checkpoint was shipped
     # with (`auto` put those in the evaluator's parameters): `blend` is the config's blend.
     config = load_params(args.config or default_config())
-    default_soft = config["policy_node"]["inpaint_soft_steps"]
-    default_warm = config["policy_node"]["inpaint_warm_start"]
-    default_guidance = config["policy_node"]["inpaint_guidance"]
-    default_blend = config["action_scheduler_node"]["blend_steps"]
+    defaults = {key: config[node][key] for key, (node, _) in STITCH_SETTINGS.items()}
     bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
                        desc="episodes", unit="ep")
     results, settings = {}, {}
@@ -81,10 +78,8 @@ def main(argv=None) -> int:
         for label, spec in zip(modes, parsed):
             results[label] = {}
             for delay_ms in delays:
-                evaluator.configure(delay_ms * 1e-3, spec["stitch"], spec.get("inpaint_soft_steps", default_soft),
-                                    spec.get("inpaint_warm_start", default_warm),
-                                    spec.get("blend_steps", default_blend), args.horizon_start,
-                                    spec.get("inpaint_guidance", default_guidance))
+                evaluator.configure(delay_ms * 1e-3, spec["stitch"], horizon_start=args.horizon_start,
+                                    **{key: spec.get(key, value) for key, value in defaults.items()})
                 summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
                 settings[label] = {k: summary[k] for k in SETTINGS}   # what the mode ran with

@@ -6,6 +6,8 @@ predict_action whatever the number of denoising steps."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
@@ -211,7 +213,7 @@ class DiffusionPolicy(nn.Module):
                 raise ValueError(f"initial must be finite, {shape} (B, Tp, Da), got {tuple(init.shape)}")
             timesteps = timesteps[min(int(round(len(timesteps) * warm_start)), len(timesteps) - 1):]
             x = self.train_scheduler.add_noise(self.normalizer.normalize(init, "action"), x, timesteps[:1])
-        if guidance < 0 or not torch.isfinite(torch.tensor(float(guidance))):
+        if not (math.isfinite(guidance) and guidance >= 0):
             raise ValueError(f"guidance must be >= 0, got {guidance}")
         # guided: the soft steps (0 < w < 1) are steered through the network instead of pulled; the
         # frozen ones are still replaced, and are guided too unless the network is given them clean
