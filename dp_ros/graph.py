@@ -83,21 +83,39 @@ def recommended_stitch_settings(ckpt_cfg: dict) -> dict:
     return out
 
 
-def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None) -> list[NodeSpec]:
+def executed_steps(ckpt_cfg: dict, configured: int = 0) -> int:
+    """Ta, the waypoints of each chunk the scheduler executes: `configured` when > 0 (the config's
+    action_horizon or a command line's), else the one the checkpoint was exported with (`dp-ros
+    export --action-horizon`), else the Ta it was trained with. At most Tp - To + 1: chunk index
+    To-1 is the observation's instant, and the last executed one must be in the chunk."""
+    policy_cfg = ckpt_cfg["policy_config"]
+    deploy = ckpt_cfg.get("extra", {}).get("deploy") or {}
+    ta = int(configured) or int(deploy.get("action_horizon") or 0) or int(policy_cfg["action_horizon"])
+    most = int(policy_cfg["pred_horizon"]) - int(policy_cfg["obs_horizon"]) + 1
+    if not 1 <= ta <= most:
+        raise ValueError(f"action_horizon {ta} is outside [1, {most}]: this checkpoint predicts "
+                         f"Tp={policy_cfg['pred_horizon']} steps from To={policy_cfg['obs_horizon']} observations")
+    return ta
+
+
+def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None,
+                 action_horizon: int | None = None) -> list[NodeSpec]:
     """Nodes of the deploy graph. In simulation the three hardware nodes use their sim backends
     and the sim world node plays the robot and cameras. On hardware the scheduler never starts
     streaming by itself: the operator enables it (/scheduler/enable; `dp-ros deploy` asks).
     stitch: how chunks join, instead of the config's: a mode, or a mode with settings as
     `dp-ros bench stitching` takes them (`inpaint:4:0:0:20`; fields left out: the config's). The
     config's `auto` becomes the mode the checkpoint recommends, else the default (so the scheduler
-    node always gets a concrete mode)."""
+    node always gets a concrete mode). action_horizon: waypoints executed per chunk, instead of the
+    config's (executed_steps)."""
     config_file = Path(config_file or default_config())
     ckpt_cfg = read_checkpoint_config(checkpoint)
+    config = load_params(config_file)
     policy_cfg = ckpt_cfg["policy_config"]
     cameras = list(policy_cfg.get("cameras", {}).keys())
     dt_s = 1.0 / float(policy_cfg["control_frequency_hz"])
     named = parse_stitch(stitch) if stitch and stitch != STITCH_AUTO else {}
-    configured = named.get("stitch") or stitch or load_params(config_file)["action_scheduler_node"]["stitch"]
+    configured = named.get("stitch") or stitch or config["action_scheduler_node"]["stitch"]
     recommended = recommended_stitch(ckpt_cfg)
     mode = resolve_stitch(configured, recommended)
     # `auto` runs the checkpoint's mode with the settings it was shipped with; a mode named in the
@@ -107,6 +125,16 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None
         if key in STITCH_SETTINGS:
             shipped.setdefault(STITCH_SETTINGS[key][0], {})[key] = value
 
+    ta_spec = parameters.NODE_PARAMETERS["action_scheduler_node"]["action_horizon"]
+    try:
+        ta = executed_steps(ckpt_cfg, ta_spec.check("action_scheduler_node.action_horizon", action_horizon)
+                            if action_horizon is not None else
+                            ta_spec.check("action_scheduler_node.action_horizon",
+                                          config["action_scheduler_node"].get("action_horizon", 0)))
+    except ValueError as exc:
+        where = "--action-horizon" if action_horizon is not None else str(config_file)
+        raise ValueError(f"{where}: {exc}") from None
+
     backend = {"backend": "sim"} if sim else {}
     nodes = [
         NodeSpec("camera_node", "camera_node", {**backend, **({"camera_names": cameras} if cameras else {})}),
@@ -114,7 +142,8 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None
         NodeSpec("policy_node", "policy_node", {"checkpoint": str(Path(checkpoint).resolve()),
                                                 **shipped.get("policy_node", {})}),
         NodeSpec("action_scheduler_node", "action_scheduler_node", {
-            "action_horizon": int(policy_cfg["action_horizon"]), "obs_horizon": int(policy_cfg["obs_horizon"]),
+            "action_horizon": ta,
+            "obs_horizon": int(policy_cfg["obs_horizon"]),
             "dt_s": dt_s, "stitch": mode,
             **shipped.get("action_scheduler_node", {}),
             **({} if sim else {"autostart": False})}),      # a real arm moves only on the operator's go-ahead

@@ -137,3 +137,49 @@ def test_bench_stitching_fills_a_modes_omitted_fields_from_the_config_not_the_ch
                                 "inpaint_warm_start": warm, "blend_steps": blend}
     assert ran["inpaint:0:0:0"] == {**ran["inpaint:0:0:0"], "stitch": "inpaint", "inpaint_soft_steps": 0,
                                     "inpaint_warm_start": 0.0, "blend_steps": 0}
+
+
+def test_the_action_horizon_a_checkpoint_is_shipped_with_is_what_the_scheduler_runs(tmp_path, capsys):
+    """`dp-ros export --action-horizon 6`: where the config says `action_horizon: 0` (its default)
+    the scheduler executes 6 waypoints per chunk, in the graph and in lockstep; the config's own
+    value beats the checkpoint's, and --action-horizon beats both. Re-exporting with another stitch
+    keeps it. A value past the chunk (Tp - To + 1) is refused by name, and nothing is written."""
+    from dp_ros.graph import deploy_graph, load_params, node_params
+    from dp_ros.sim.lockstep import LockstepEvaluator
+
+    def executed(checkpoint, config=None, action_horizon=None):
+        params = node_params(deploy_graph(True, checkpoint, config, action_horizon=action_horizon), config)
+        return params["action_scheduler_node"]["action_horizon"]
+
+    assert load_params(default_config())["action_scheduler_node"]["action_horizon"] == 0
+    trained = json.loads((default_checkpoint() / "config.json").read_text())["policy_config"]["action_horizon"]
+    assert trained == 8 and executed(default_checkpoint()) == trained
+    out = tmp_path / "shipped"
+    assert export([str(default_checkpoint()), str(out), "--stitch", "inpaint:0:0:0", "--action-horizon", "6"]) == 0
+    assert json.loads(capsys.readouterr().out)["deploy"] == {
+        "stitch": "inpaint", "inpaint_soft_steps": 0, "inpaint_warm_start": 0.0, "blend_steps": 0,
+        "action_horizon": 6}
+    assert executed(out) == 6
+    assert executed(out, action_horizon=5) == 5
+    assert executed(out, action_horizon=0) == 6
+    config = tmp_path / "deploy.yaml"
+    config.write_text(Path(default_config()).read_text().replace("action_horizon: 0 ", "action_horizon: 4 "))
+    assert executed(out, config) == 4 and executed(out, config, action_horizon=7) == 7
+    evaluator = LockstepEvaluator(out, episode_timeout_s=1.0)
+    assert evaluator.params["action_scheduler_node"]["action_horizon"] == 6
+    assert LockstepEvaluator(out, episode_timeout_s=1.0, action_horizon=3).params[
+        "action_scheduler_node"]["action_horizon"] == 3
+    # another stitch for the export: its action horizon stays
+    again = tmp_path / "again"
+    assert export([str(out), str(again), "--stitch", "blend"]) == 0
+    assert json.loads(capsys.readouterr().out)["deploy"] == {"stitch": "blend", "action_horizon": 6}
+    # past the chunk: refused before anything is written or started
+    for bad in ("16", "0"):
+        assert export([str(default_checkpoint()), str(tmp_path / "bad"), "--action-horizon", bad]) == 2
+        assert "--action-horizon" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match=r"--action-horizon: action_horizon 16 is outside \[1, 15\]"):
+        deploy_graph(True, out, action_horizon=16)
+    config.write_text(Path(default_config()).read_text().replace("action_horizon: 0 ", "action_horizon: 40 "))
+    with pytest.raises(ValueError, match=rf"{config}: action_horizon 40 is outside \[1, 15\]"):
+        deploy_graph(True, out, config)

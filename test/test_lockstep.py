@@ -88,6 +88,27 @@ def test_injected_delay_makes_the_waypoints_due_meanwhile_late(evaluator):
     assert per_chunk_3 == pytest.approx(evaluator.cfg.obs_horizon + 3, abs=0.5)
 
 
+def test_each_chunk_runs_action_horizon_waypoints(evaluator):
+    """action_horizon (the config's, --action-horizon, or 0 = the checkpoint's): without delay a
+    chunk runs Ta waypoints, so one is accepted every Ta control steps. More than the chunk holds
+    after the observation (Tp - To + 1) is refused by name."""
+    dt = 1.0 / evaluator.cfg.control_frequency_hz
+    tick_s = evaluator.tick_ns * 1e-9
+    try:
+        for ta in (3, 8):
+            evaluator.configure(0.0, "none", action_horizon=ta)
+            trace = EpisodeTrace()
+            evaluator.run_episode(1, trace)
+            gaps = np.diff(trace.accept_ticks) * tick_s
+            assert len(gaps) >= 2 and np.median(gaps) == pytest.approx(ta * dt, abs=tick_s), (ta, gaps)
+        most = evaluator.cfg.pred_horizon - evaluator.cfg.obs_horizon + 1
+        with pytest.raises(ValueError, match=rf"action_horizon {most + 1} is outside \[1, {most}\]"):
+            evaluator.configure(action_horizon=most + 1)
+    finally:
+        evaluator.configure(action_horizon=0)
+    assert evaluator.params["action_scheduler_node"]["action_horizon"] == evaluator.cfg.action_horizon
+
+
 def test_inpaint_stitching_joins_chunks_smoother_than_switching(evaluator):
     # 300 ms delay: the committed path frozen (and guided 4 steps beyond) against taking each new
     # chunk as it comes. The junction's acceleration and the disagreement with the old plan fall.
@@ -229,13 +250,14 @@ def _observation(evaluator):
 def test_eval_lockstep_command_writes_json(tmp_path):
     out = tmp_path / "eval.json"
     proc = subprocess.run([sys.executable, "-m", "dp_ros.cli", "eval", "--checkpoint", str(CHECKPOINT),
-                           "--episodes", "1", "--lockstep", "--no-progress", "--out", str(out)],
+                           "--episodes", "1", "--lockstep", "--no-progress", "--out", str(out),
+                           "--action-horizon", "5"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["mode"] == "lockstep"
     ls = data["lockstep"]
-    assert ls["delay_ms"] == 0.0 and len(ls["episodes"]) == 1
+    assert ls["delay_ms"] == 0.0 and len(ls["episodes"]) == 1 and ls["action_horizon"] == 5
     for key in ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "overlap_distance_mean"):
         assert key in ls
 

@@ -13,7 +13,7 @@ from dp_ros.core.parameters import NODE_PARAMETERS, defaults, validate
 from dp_ros.graph import default_checkpoint, default_config, deploy_graph, load_params, teleop_graph
 from dp_ros.nodes.common import declare
 
-SET_BY_GRAPH = {"action_scheduler_node": {"action_horizon", "obs_horizon", "dt_s"}}
+SET_BY_GRAPH = {"action_scheduler_node": {"obs_horizon", "dt_s"}}
 
 
 def test_shipped_config_matches_the_specs_exactly():
@@ -96,7 +96,7 @@ def test_a_wrong_start_up_override_names_the_parameter(ros, override, message):
 def test_values_set_by_the_graph_must_be_there(ros):
     node = Node("action_scheduler_node")
     try:
-        with pytest.raises(ValueError, match="action_horizon is not set .*set by the graph from the checkpoint"):
+        with pytest.raises(ValueError, match="obs_horizon is not set .*set by the graph from the checkpoint"):
             declare(node, "action_scheduler_node")
     finally:
         node.destroy_node()

@@ -12,7 +12,7 @@ by starting from the committed path), B blend steps for what offset is left and 
 the pulled steps are guided through the network instead of replaced; `inpaint:4`, `inpaint:4:0.5`,
 `inpaint:4:0:0:5`, `inpaint:0:0:0` = frozen prefix only; an empty field keeps the config's value).
 `--horizon-start` sets where each chunk's Ta executed steps are counted from (arrival or
-observation; default: the config's) for every cell. The episodes and sampling seeds are the same
+observation; default: the config's) for every cell, `--action-horizon` how many there are. The episodes and sampling seeds are the same
 for every cell, so the cells differ only by mode and delay.
 """
 
@@ -29,7 +29,7 @@ from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "plan_boundary_acc_p99",
            "plan_interior_acc_p99", "command_boundary_acc_max", "command_boundary_jerk_max", "overlap_distance_mean")
 SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "inpaint_guidance", "blend_steps", "horizon_start",
-            "denoising_steps")
+            "action_horizon", "denoising_steps")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
                          "steps, warm start W, B blend steps, guidance G (0: the pulled steps are replaced)")
     ap.add_argument("--horizon-start", default=None, choices=HORIZON_STARTS,
                     help="where each chunk's Ta executed steps are counted from (default: the config's)")
+    ap.add_argument("--action-horizon", type=int, default=None,
+                    help="Ta, waypoints executed per chunk, for every cell (default: the config's; 0 = the "
+                         "checkpoint's)")
     ap.add_argument("--episodes", type=int, default=20, help="episodes per mode and delay")
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
     ap.add_argument("--device", default="cpu")
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         parsed = [parse_stitch(m) for m in modes]
         evaluator = LockstepEvaluator(args.checkpoint or default_checkpoint(), args.config, device=args.device,
-                                      seed=args.seed)
+                                      seed=args.seed, action_horizon=args.action_horizon)
     except (OSError, ValueError, KeyError) as exc:
         print(f"[dp-ros bench stitching] ERROR: {exc}", file=sys.stderr)
         return 2

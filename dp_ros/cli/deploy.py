@@ -40,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
                                                    "or auto (default: the config's action_scheduler_node.stitch; "
                                                    "auto: the checkpoint's recommendation, else inpaint; fields as "
                                                    "in `dp-ros bench stitching`, left out: the config's)")
+    ap.add_argument("--action-horizon", type=int, default=None,
+                    help="Ta, waypoints executed per chunk (default: the config's action_scheduler_node."
+                         "action_horizon; 0 = the checkpoint's)")
     ap.add_argument("--log-dir", default=None, help="node logs and summary (default: runs/deploy-<time>)")
     ap.add_argument("--summary-json", default=None, help="where to write the summary (default: in log dir)")
     ap.add_argument("--seed", type=int, default=None, help="sim: episode k uses seed + k + 1 (default: config)")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace, extra: dict | None = None) -> int:
     config = Path(args.config) if args.config else default_config()
     try:
         specs = deploy_graph(sim=not args.hardware, checkpoint=checkpoint, config_file=config, seed=args.seed,
-                             stitch=args.stitch)
+                             stitch=args.stitch, action_horizon=args.action_horizon)
         # the servo's own checks (a start pose outside the envelope), before any process starts
         ServoController.from_params(node_params(specs, config)["ur5_servo_node"])
     except (OSError, ValueError, KeyError) as exc:

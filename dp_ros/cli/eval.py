@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--stitch", default=None, help="how chunks join, instead of the config's (lockstep and real time): "
                                                    "a mode, with settings as `dp-ros bench stitching` takes them "
                                                    "(inpaint:4:0:0:20)")
+    ap.add_argument("--action-horizon", type=int, default=None,
+                    help="Ta, waypoints executed per chunk, instead of the config's (0 = the checkpoint's)")
     ap.add_argument("--device", default="cpu", help="lockstep: torch device (cpu, cuda)")
     add_progress_flag(ap)
     return ap
@@ -49,7 +51,8 @@ def run_lockstep(args) -> dict:
     from dp_ros.sim.lockstep import LockstepEvaluator
 
     evaluator = LockstepEvaluator(args.checkpoint, args.config, device=args.device, delay_s=args.delay,
-                                  stitch=args.stitch, seed=args.seed, episode_timeout_s=args.episode_timeout)
+                                  stitch=args.stitch, seed=args.seed, episode_timeout_s=args.episode_timeout,
+                                  action_horizon=args.action_horizon)
     bar = progress_bar(total=args.episodes, enabled=not args.no_progress, desc="lockstep", unit="ep")
     done = []
 
@@ -90,5 +93,6 @@ def main(argv=None) -> int:
     run = deploy.parser()
     run.set_defaults(checkpoint=args.checkpoint, episodes=args.episodes, seed=args.seed, summary_json=args.out,
                      config=args.config, episode_timeout=args.episode_timeout, log_dir=args.log_dir,
-                     no_video=args.no_video, no_progress=args.no_progress, stitch=args.stitch)
+                     no_video=args.no_video, no_progress=args.no_progress, stitch=args.stitch,
+                     action_horizon=args.action_horizon)
     return deploy.run(run.parse_args([]), extra={"lockstep": lockstep} if lockstep else None)

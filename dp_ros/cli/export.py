@@ -2,6 +2,7 @@
 state), stored at a smaller precision, with where it came from in its config.json.
 
     dp-ros export runs/train-pusht-state-v2/checkpoints/best models/pusht_state_policy --weights-dtype float16 --stitch none
+    dp-ros export runs/train-pusht-state-prefix/checkpoints/last models/pusht_state_policy --stitch inpaint:0:0:0 --action-horizon 6
 
 The EMA weights are what inference uses; float16 halves the file, and load_checkpoint casts them
 back to float32 (evaluate the exported copy: it is what users run).
@@ -25,13 +26,17 @@ def parser() -> argparse.ArgumentParser:
                     help="how this policy's chunks should join: none, ensemble, blend[:B] or inpaint[:K[:W[:B]]] "
                          "(B blend steps, K pulled steps, W warm start; e.g. inpaint:0:0:0 = the frozen prefix "
                          "alone). The deploy graph runs it where the config says `stitch: auto` (its default)")
+    ap.add_argument("--action-horizon", type=int, default=None,
+                    help="Ta, waypoints this policy should execute per chunk when deployed, if not the Ta it "
+                         "was trained with (1 .. Tp - To + 1). The deploy graph runs it where the config says "
+                         "`action_horizon: 0` (its default)")
     return ap
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        deploy = parse_stitch(args.stitch) if args.stitch else None
+        stitch = parse_stitch(args.stitch) if args.stitch else None
     except ValueError as exc:
         print(f"[dp-ros export] ERROR: --stitch: {exc}", file=sys.stderr)
         return 2
@@ -48,6 +53,18 @@ def main(argv=None) -> int:
         return 2
     extra = dict(policy.checkpoint_extra or {})
     extra.setdefault("exported_from", str(src))     # re-exporting an export keeps the run it came from
+    # deploy settings: an export's own are kept, but for those given here (--stitch: all of the stitch's)
+    deploy = dict(extra.get("deploy") or {})
+    if stitch:
+        deploy = {**({"action_horizon": deploy["action_horizon"]} if "action_horizon" in deploy else {}), **stitch}
+    if args.action_horizon is not None:
+        cfg = policy.config
+        most = cfg.pred_horizon - cfg.obs_horizon + 1
+        if not 1 <= args.action_horizon <= most:
+            print(f"[dp-ros export] ERROR: --action-horizon {args.action_horizon} is outside [1, {most}] "
+                  f"(Tp={cfg.pred_horizon}, To={cfg.obs_horizon})", file=sys.stderr)
+            return 2
+        deploy["action_horizon"] = int(args.action_horizon)
     if deploy:
         extra["deploy"] = deploy
     dtype = None if args.weights_dtype == "float32" else args.weights_dtype

@@ -116,8 +116,10 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
                  "(above the streaming nodes' 10, below the servo loop's); 0 = normal scheduling", range=(0, 99)),
     },
     "action_scheduler_node": {
-        "action_horizon": Param(int, "Ta: waypoints of each chunk to execute", range=(1, 1000),
-                                default_from="checkpoint"),
+        "action_horizon": Param(int, "Ta: waypoints of each chunk to execute; 0 = the checkpoint's (the one "
+                                     "it was exported with, `dp-ros export --action-horizon`, else the Ta it "
+                                     "was trained with). The graph passes the resolved value, at most "
+                                     "Tp - To + 1", range=(0, 1000)),
         "obs_horizon": Param(int, "To: observation steps of the checkpoint (chunk index To-1 is the observation's "
                                   "instant)", range=(1, 1000), default_from="checkpoint"),
         "dt_s": Param(float, "control step of the checkpoint (s)", range=(1e-3, 10.0), default_from="checkpoint"),

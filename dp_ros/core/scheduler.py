@@ -117,7 +117,8 @@ class ActionScheduler:
                  latency_alpha: float = 0.3, request_timeout_s: float = 1.0, margin_s: float = 0.0,
                  latency_dev_k: float = 2.0, horizon_start: str = "arrival", obs_horizon: int = 1):
         if int(action_horizon) < 1:
-            raise ValueError(f"action_horizon must be >= 1, got {action_horizon}")
+            raise ValueError(f"action_horizon must be >= 1, got {action_horizon} (the config's 0 = the "
+                             f"checkpoint's is resolved by the graph: launch/deploy.launch.py, dp-ros deploy)")
         if horizon_start not in HORIZON_STARTS:
             raise ValueError(f"horizon_start must be one of {HORIZON_STARTS}, got {horizon_start!r}")
         if int(obs_horizon) < 1:

@@ -57,14 +57,17 @@ class LockstepEvaluator:
 
     def __init__(self, checkpoint, config_file=None, device: str = "cpu", delay_s: float = 0.0,
                  stitch: str | None = None, seed: int | None = None, episode_timeout_s: float | None = None,
-                 sampling_seed: int = 0, inpaint_soft_steps: int | None = None):
+                 sampling_seed: int = 0, inpaint_soft_steps: int | None = None,
+                 action_horizon: int | None = None):
         import torch
 
         from dp_ros.graph import deploy_graph, node_params, read_checkpoint_config, recommended_stitch
         from dp_ros.sim.world import SimWorld
 
-        self.params = node_params(deploy_graph(True, checkpoint, config_file, seed=seed, stitch=stitch), config_file)
-        self.recommended_stitch = recommended_stitch(read_checkpoint_config(checkpoint))
+        self.params = node_params(deploy_graph(True, checkpoint, config_file, seed=seed, stitch=stitch,
+                                               action_horizon=action_horizon), config_file)
+        self.checkpoint_config = read_checkpoint_config(checkpoint)
+        self.recommended_stitch = recommended_stitch(self.checkpoint_config)
         self.configure(delay_s, None, inpaint_soft_steps)   # deploy_graph has resolved `stitch` and its settings
         if episode_timeout_s is not None:
             self.params["sim_world_node"]["episode_timeout_s"] = float(episode_timeout_s)
@@ -87,9 +90,12 @@ class LockstepEvaluator:
 
     def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None,
                   inpaint_warm_start: float | None = None, blend_steps: int | None = None,
-                  horizon_start: str | None = None, inpaint_guidance: float | None = None):
-        """Settings that may change between runs of one evaluator (the model stays loaded)."""
+                  horizon_start: str | None = None, inpaint_guidance: float | None = None,
+                  action_horizon: int | None = None):
+        """Settings that may change between runs of one evaluator (the model stays loaded);
+        action_horizon 0 = the checkpoint's (graph.executed_steps)."""
         from dp_ros.core.parameters import NODE_PARAMETERS
+        from dp_ros.graph import executed_steps
 
         if not (np.isfinite(delay_s) and delay_s >= 0):
             raise ValueError(f"delay_s must be >= 0, got {delay_s}")
@@ -105,6 +111,10 @@ class LockstepEvaluator:
             if value is not None:
                 spec = NODE_PARAMETERS[node][key]
                 self.params[node][key] = spec.check(key, spec.type(value))
+        if action_horizon is not None:
+            spec = NODE_PARAMETERS["action_scheduler_node"]["action_horizon"]
+            self.params["action_scheduler_node"]["action_horizon"] = executed_steps(
+                self.checkpoint_config, spec.check("action_horizon", action_horizon))
 
     @property
     def stitch(self) -> str:
@@ -277,6 +287,7 @@ class LockstepEvaluator:
                        inpaint_guidance=self.params["policy_node"]["inpaint_guidance"],
                        blend_steps=self.params["action_scheduler_node"]["blend_steps"],
                        horizon_start=self.params["action_scheduler_node"]["horizon_start"],
+                       action_horizon=self.params["action_scheduler_node"]["action_horizon"],
                        denoising_steps=self.planner.denoising_steps, episodes=results)
         return summary
 
