@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     pcfg = read_checkpoint_config(checkpoint)["policy_config"]
-    To, Ta = int(pcfg["obs_horizon"]), int(pcfg["action_horizon"])
+    To = int(pcfg["obs_horizon"])
     exec_latency_ns = int(load_params(default_config())["action_scheduler_node"]["exec_latency_s"] * 1e9)
 
     network = predict_action_ms(checkpoint, args.repeats, progress=not args.no_progress)
@@ -82,6 +82,7 @@ def main(argv=None) -> int:
 
     log_dir = Path(args.log_dir or f"runs/bench-pipeline-{time.strftime('%Y%m%d-%H%M%S')}")
     specs = deploy_graph(sim=True, checkpoint=checkpoint, config_file=default_config(), seed=args.seed)
+    Ta = next(s for s in specs if s.name == "action_scheduler_node").overrides["action_horizon"]   # as executed
     procs = NodeProcesses(specs, default_config(), log_dir)
     monitor = None
     chunks, streams, rtf = [], [], []

@@ -18,9 +18,11 @@ from dp_ros.nodes.msgs import msg_to_trajectory, trajectory_to_msg
 class ActionSchedulerNode(Node):
     def __init__(self):
         super().__init__("action_scheduler_node")
-        self.p = declare(self, "action_scheduler_node")   # Ta and dt_s: from the checkpoint
+        self.p = declare(self, "action_scheduler_node")   # Ta and dt_s: resolved by the graph
         self.diag = Diagnostics(self)
         self.scheduler = ActionScheduler.from_params(self.p)
+        self.get_logger().info(f"executing Ta={self.p['action_horizon']} waypoints per chunk "
+                               f"(counted from the {self.p['horizon_start']}), stitch {self.scheduler.stitch}")
         self.enabled = bool(self.p["autostart"])
         self.last_heartbeat_ns = None
         self.policy_alive = False

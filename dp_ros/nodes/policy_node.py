@@ -73,7 +73,7 @@ class PolicyNode(Node):
         self._running = True
         self.get_logger().info(f"policy ready on {info['device']}, {info['threads']} torch thread(s), priority: "
                                f"{info['priority']} (warm-up {info['warm_up_s']:.2f} s), "
-                               f"To={cfg.obs_horizon} Tp={cfg.pred_horizon} Ta={cfg.action_horizon}, "
+                               f"To={cfg.obs_horizon} Tp={cfg.pred_horizon} (trained with Ta={cfg.action_horizon}), "
                                f"{info['denoising_steps']} denoising steps")
         self._thread = threading.Thread(target=self._inference_loop, daemon=True)
         self._thread.start()
