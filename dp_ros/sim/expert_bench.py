@@ -9,10 +9,13 @@ deadzone rescaled outside it, += translation * max_speed * dt, clipped to the wo
 rotation locked); the simulated UR5 servos to the target with its lag while SimWorld.step(dt)
 runs the physics. Episode k uses task seed seed + k (the block's start pose comes from it) and
 expert seed 1000003 * seed + k. Workspace, task plane, home pose, rate, speed and deadzone default
-to the deploy config's values. Prints one JSON object.
+to the deploy config's values. --obs-delay-steps K hands the expert what the world was K control
+steps earlier (task state and TCP pose; its own target stays current): how much a strategy loses
+to old observations, the question a policy's inference latency asks. Prints one JSON object.
 """
 
 import argparse
+import collections
 import json
 import sys
 import time
@@ -78,18 +81,22 @@ def _make_teleop(lo, hi, max_speed, deadzone):
         return _InlineTeleop(lo, hi, max_speed, deadzone), "inline"
 
 
-def run_episode(world, expert, teleop, task_seed, expert_seed, dt, time_limit_s, record=False):
-    """One closed-loop episode; returns a result dict (and the target/pusher trajectory if record)."""
+def run_episode(world, expert, teleop, task_seed, expert_seed, dt, time_limit_s, record=False, obs_delay_steps=0):
+    """One closed-loop episode; returns a result dict (and the target/pusher trajectory if record).
+    obs_delay_steps: the expert sees the world as it was that many steps earlier (the episode's
+    first observation until then)."""
     world.reset(task_seed)
     expert.reset(expert_seed)
     teleop.reset(world.tcp_pose())
     n_steps = int(round(time_limit_s / dt))
     compute_ms, actions, traj = [], [], []
+    seen = collections.deque(maxlen=int(obs_delay_steps) + 1)   # the oldest is what the expert gets
     succeeded = False
     for _ in range(n_steps):
-        state = world.task_state()
+        seen.append((world.task_state(), world.tcp_pose()))
+        state, tcp_pose = seen[0]
         t0 = time.perf_counter()
-        ev = expert.act(state, world.tcp_pose(), teleop.target[:2].copy())
+        ev = expert.act(state, tcp_pose, teleop.target[:2].copy())
         compute_ms.append(1e3 * (time.perf_counter() - t0))
         actions.append(np.asarray(ev.translation, float))
         teleop.step(ev.translation, ev.rotation, ev.buttons, dt)
@@ -124,8 +131,12 @@ def main(argv=None):
     ap.add_argument("--finish-coverage", type=float, default=None,
                     help="pusht: keep refining past success up to this coverage (0 = stop at success; "
                          "default: teleop_node.expert_finish_coverage)")
+    ap.add_argument("--obs-delay-steps", type=int, default=0,
+                    help="the expert sees the world as it was this many control steps earlier")
     ap.add_argument("--per-episode", action="store_true", help="also list each episode's result")
     args = ap.parse_args(argv)
+    if args.obs_delay_steps < 0:
+        ap.error(f"--obs-delay-steps must be >= 0, got {args.obs_delay_steps}")
 
     cfg = _config_defaults(args.config)
     dt = args.dt if args.dt is not None else 1.0 / float(cfg["rate_hz"])
@@ -142,7 +153,7 @@ def main(argv=None):
     results = []
     for k in range(args.episodes):
         results.append(run_episode(world, expert, teleop, args.seed + k, 1000003 * args.seed + k, dt,
-                                   args.time_limit))
+                                   args.time_limit, obs_delay_steps=args.obs_delay_steps))
     wall = time.perf_counter() - t_wall
 
     ms = np.concatenate([r["compute_ms"] for r in results])
@@ -150,6 +161,7 @@ def main(argv=None):
     ok = np.array([r["success"] for r in results])
     out = {
         "task": args.task, "episodes": args.episodes, "seed": args.seed, "time_limit_s": args.time_limit,
+        "obs_delay_steps": args.obs_delay_steps,
         "dt_s": dt, "max_speed_m_s": max_speed, "deadzone": deadzone, "teleop": teleop_kind,
         "success_rate": float(ok.mean()),
         "mean_final_coverage": float(np.mean([r["final_coverage"] for r in results])),
