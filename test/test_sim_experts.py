@@ -137,10 +137,13 @@ def test_bench_main_prints_json(capsys):
     assert set(out["compute_ms_per_step"]) == {"mean", "p50", "p95", "max"}
 
 
-def test_bench_can_hand_the_expert_old_observations():
-    """--obs-delay-steps K: the expert acts on the world as it was K steps earlier (the task state
-    and the TCP; its own target stays current), so the bench can say what old observations cost a
-    strategy. Push-T seed 0 is still solved with 0.3 s old ones, later than with fresh ones."""
+def test_an_expert_can_act_on_old_observations():
+    """DelayedObservations (teleop_node.expert_obs_delay_s, expert_bench --obs-delay-steps): the
+    expert acts on the world as it was K steps earlier (task state and TCP; its own target stays
+    current), the episode's first observation until then, and forgets them at a new episode.
+    Push-T seed 0 is still solved with 0.3 s old observations, later than with fresh ones."""
+    from dp_ros.sim.experts import DelayedObservations, expert_options
+
     world, _, teleop = setup("pusht")
     seen, pushers = [], []
 
@@ -151,11 +154,26 @@ def test_bench_can_hand_the_expert_old_observations():
             return super().act(task_state, tcp_pose, target_xy_m)
 
     fresh = run_episode(world, make_expert("pusht", MAPPING, 0.25, DT, 0), teleop, 0, 0, DT, 30.0)
-    late = run_episode(world, Recording(MAPPING, 0.25, DT, rng=0), teleop, 0, 0, DT, 30.0, obs_delay_steps=3)
+    late_expert = DelayedObservations(Recording(MAPPING, 0.25, DT, rng=0), 3)
+    late = run_episode(world, late_expert, teleop, 0, 0, DT, 30.0)
     assert len(seen) > 10
     for i in range(3, len(seen)):
         assert np.array_equal(seen[i], pushers[i - 3]), i
     assert all(np.array_equal(s, pushers[0]) for s in seen[:3])       # the first observation until then
     assert fresh["success"] and late["success"] and late["time_s"] > fresh["time_s"], (fresh, late)
+    assert late_expert.stats["plans"] > 0 and not late_expert.done   # the wrapped expert's
+    late_expert.expert.done = True
+    assert late_expert.done
+    # a world reset under it (no reset() call, as the teleop node keeps one expert): fresh start
+    seen.clear(), pushers.clear()
+    world.reset(1)
+    for _ in range(2):
+        late_expert.act(world.task_state(), world.tcp_pose(), np.array(world.tcp_pose()[:2]))
+    assert np.array_equal(seen[-1], pushers[0])
+    # from teleop_node's parameters: seconds at its rate, in whole steps
+    opts = expert_options({"task": "pusht", "rate_hz": 10.0, "expert_obs_delay_s": 0.3})
+    assert opts["obs_delay_steps"] == 3
+    assert isinstance(make_expert("pusht", MAPPING, 0.25, DT, 0, **opts), DelayedObservations)
+    assert not isinstance(make_expert("reach", MAPPING, 0.25, DT, 0), DelayedObservations)
     with pytest.raises(SystemExit):
         main(["--task", "reach", "--episodes", "1", "--obs-delay-steps", "-1"])

@@ -210,6 +210,10 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
         "expert_finish_coverage": Param(float, "scripted backend, Push-T: past success the expert keeps refining "
                                                "up to this goal coverage (0 = stop at success); the lockstep "
                                                "recorder ends the episode when it is done", range=(0.0, 1.0)),
+        "expert_obs_delay_s": Param(float, "scripted backend: the expert acts on the world as it was this long "
+                                           "ago, in whole control steps (demonstrations of a strategy that "
+                                           "copes with a policy's inference latency); 0 = fresh",
+                                    range=(0.0, 2.0)),
         "full_scale": Param(float, "raw SpaceMouse deflection that maps to full speed", range=(1.0, 2000.0)),
         "yaw_offset_deg": Param(float, "the device's frame rotated about the vertical into the robot's (deg)",
                                 range=(-180.0, 180.0)),

@@ -10,12 +10,12 @@ rotation locked); the simulated UR5 servos to the target with its lag while SimW
 runs the physics. Episode k uses task seed seed + k (the block's start pose comes from it) and
 expert seed 1000003 * seed + k. Workspace, task plane, home pose, rate, speed and deadzone default
 to the deploy config's values. --obs-delay-steps K hands the expert what the world was K control
-steps earlier (task state and TCP pose; its own target stays current): how much a strategy loses
-to old observations, the question a policy's inference latency asks. Prints one JSON object.
+steps earlier (experts.DelayedObservations: task state and TCP pose; its own target stays
+current): how much a strategy loses to old observations, the question a policy's inference
+latency asks. Prints one JSON object.
 """
 
 import argparse
-import collections
 import json
 import sys
 import time
@@ -81,22 +81,18 @@ def _make_teleop(lo, hi, max_speed, deadzone):
         return _InlineTeleop(lo, hi, max_speed, deadzone), "inline"
 
 
-def run_episode(world, expert, teleop, task_seed, expert_seed, dt, time_limit_s, record=False, obs_delay_steps=0):
-    """One closed-loop episode; returns a result dict (and the target/pusher trajectory if record).
-    obs_delay_steps: the expert sees the world as it was that many steps earlier (the episode's
-    first observation until then)."""
+def run_episode(world, expert, teleop, task_seed, expert_seed, dt, time_limit_s, record=False):
+    """One closed-loop episode; returns a result dict (and the target/pusher trajectory if record)."""
     world.reset(task_seed)
     expert.reset(expert_seed)
     teleop.reset(world.tcp_pose())
     n_steps = int(round(time_limit_s / dt))
     compute_ms, actions, traj = [], [], []
-    seen = collections.deque(maxlen=int(obs_delay_steps) + 1)   # the oldest is what the expert gets
     succeeded = False
     for _ in range(n_steps):
-        seen.append((world.task_state(), world.tcp_pose()))
-        state, tcp_pose = seen[0]
+        state = world.task_state()
         t0 = time.perf_counter()
-        ev = expert.act(state, tcp_pose, teleop.target[:2].copy())
+        ev = expert.act(state, world.tcp_pose(), teleop.target[:2].copy())
         compute_ms.append(1e3 * (time.perf_counter() - t0))
         actions.append(np.asarray(ev.translation, float))
         teleop.step(ev.translation, ev.rotation, ev.buttons, dt)
@@ -147,13 +143,14 @@ def main(argv=None):
     teleop, teleop_kind = _make_teleop(cfg["workspace_min"], cfg["workspace_max"], max_speed, deadzone)
     finish = args.finish_coverage if args.finish_coverage is not None else float(cfg["expert_finish_coverage"])
     options = expert_options({"task": args.task, "expert_finish_coverage": finish})
+    options["obs_delay_steps"] = args.obs_delay_steps
     expert = make_expert(args.task, mapping, max_speed, dt, args.seed, deadzone=deadzone, **options)
 
     t_wall = time.perf_counter()
     results = []
     for k in range(args.episodes):
         results.append(run_episode(world, expert, teleop, args.seed + k, 1000003 * args.seed + k, dt,
-                                   args.time_limit, obs_delay_steps=args.obs_delay_steps))
+                                   args.time_limit))
     wall = time.perf_counter() - t_wall
 
     ms = np.concatenate([r["compute_ms"] for r in results])

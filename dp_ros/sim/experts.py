@@ -19,6 +19,7 @@ Task coordinates are the task plane's units (0..512, x right, y down), see TaskP
 """
 
 import abc
+import collections
 import time
 
 import numpy as np
@@ -330,18 +331,58 @@ class PushTExpert(Expert):
         return self.cmd.hold()
 
 
+class DelayedObservations(Expert):
+    """An expert that acts on what the world was `steps` control steps earlier: the task state and
+    the measured TCP it is handed are held back that long (its own teleop target stays current,
+    as a person's hand knows where it is). Demonstrations of a strategy that copes with a policy's
+    inference latency, and a yardstick of what latency costs a strategy (expert_bench)."""
+
+    def __init__(self, expert: Expert, steps: int):
+        if int(steps) < 0:
+            raise ValueError(f"observation delay must be >= 0 steps, got {steps}")
+        self.expert = expert
+        self.steps = int(steps)
+        self._seen = collections.deque(maxlen=self.steps + 1)
+        self._episode = _EpisodeTracker()
+
+    def __getattr__(self, name):        # stats, finish_coverage, ...: the wrapped expert's
+        return getattr(self.expert, name)
+
+    @property
+    def done(self):                     # (Expert has a class attribute of that name)
+        return self.expert.done
+
+    def reset(self, seed=None):
+        self._seen.clear()
+        self._episode.clear()
+        self.expert.reset(seed)
+
+    def act(self, task_state, tcp_pose, target_xy_m):
+        if self._episode.new_episode(task_state):
+            self._seen.clear()          # until `steps` have passed, the episode's first observation
+        self._seen.append((task_state, np.array(tcp_pose, dtype=float)))
+        old_state, old_pose = self._seen[0]
+        return self.expert.act(old_state, old_pose, target_xy_m)
+
+
 def expert_options(teleop_params: dict) -> dict:
-    """make_expert keyword arguments from teleop_node's parameters (task-specific ones only)."""
+    """make_expert keyword arguments from teleop_node's parameters."""
+    out = {"obs_delay_steps": int(round(float(teleop_params.get("expert_obs_delay_s", 0.0))
+                                        * float(teleop_params.get("rate_hz", 10.0))))}
     if teleop_params.get("task") == "pusht":
-        return {"finish_coverage": float(teleop_params.get("expert_finish_coverage", 0.0))}
-    return {}
+        out["finish_coverage"] = float(teleop_params.get("expert_finish_coverage", 0.0))
+    return out
 
 
-def make_expert(task_name, mapping: TaskPlaneMapping, max_speed_m_s=0.25, dt_s=0.1, seed=0, **kwargs) -> Expert:
-    """The scripted expert for a sim task ('reach' or 'pusht'), with its own seeded randomness."""
+def make_expert(task_name, mapping: TaskPlaneMapping, max_speed_m_s=0.25, dt_s=0.1, seed=0, obs_delay_steps=0,
+                **kwargs) -> Expert:
+    """The scripted expert for a sim task ('reach' or 'pusht'), with its own seeded randomness;
+    obs_delay_steps > 0: acting on observations that many control steps old (DelayedObservations)."""
     rng = np.random.default_rng(seed)
     if task_name == "reach":
-        return ReachExpert(mapping, max_speed_m_s, dt_s, rng, **kwargs)
-    if task_name == "pusht":
-        return PushTExpert(mapping, max_speed_m_s, dt_s, rng, **kwargs)
-    raise ValueError(f"no expert for task {task_name!r} (expected 'reach' or 'pusht')")
+        expert = ReachExpert(mapping, max_speed_m_s, dt_s, rng, **kwargs)
+    elif task_name == "pusht":
+        expert = PushTExpert(mapping, max_speed_m_s, dt_s, rng, **kwargs)
+    else:
+        raise ValueError(f"no expert for task {task_name!r} (expected 'reach' or 'pusht')")
+    return DelayedObservations(expert, obs_delay_steps) if obs_delay_steps else expert
