@@ -126,11 +126,9 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None
             shipped.setdefault(STITCH_SETTINGS[key][0], {})[key] = value
 
     ta_spec = parameters.NODE_PARAMETERS["action_scheduler_node"]["action_horizon"]
+    configured_ta = config["action_scheduler_node"].get("action_horizon", 0) if action_horizon is None else action_horizon
     try:
-        ta = executed_steps(ckpt_cfg, ta_spec.check("action_scheduler_node.action_horizon", action_horizon)
-                            if action_horizon is not None else
-                            ta_spec.check("action_scheduler_node.action_horizon",
-                                          config["action_scheduler_node"].get("action_horizon", 0)))
+        ta = executed_steps(ckpt_cfg, ta_spec.check("action_scheduler_node.action_horizon", configured_ta))
     except ValueError as exc:
         where = "--action-horizon" if action_horizon is not None else str(config_file)
         raise ValueError(f"{where}: {exc}") from None
