@@ -88,9 +88,11 @@ def executed_steps(ckpt_cfg: dict, configured: int = 0) -> int:
     action_horizon or a command line's), else the one the checkpoint was exported with (`dp-ros
     export --action-horizon`), else the Ta it was trained with. At most Tp - To + 1: chunk index
     To-1 is the observation's instant, and the last executed one must be in the chunk."""
+    spec = parameters.NODE_PARAMETERS["action_scheduler_node"]["action_horizon"]
+    configured = spec.check("action_scheduler_node.action_horizon", configured)
     policy_cfg = ckpt_cfg["policy_config"]
     deploy = ckpt_cfg.get("extra", {}).get("deploy") or {}
-    ta = int(configured) or int(deploy.get("action_horizon") or 0) or int(policy_cfg["action_horizon"])
+    ta = configured or int(deploy.get("action_horizon") or 0) or int(policy_cfg["action_horizon"])
     most = int(policy_cfg["pred_horizon"]) - int(policy_cfg["obs_horizon"]) + 1
     if not 1 <= ta <= most:
         raise ValueError(f"action_horizon {ta} is outside [1, {most}]: this checkpoint predicts "
@@ -125,10 +127,9 @@ def deploy_graph(sim: bool, checkpoint, config_file=None, seed=None, stitch=None
         if key in STITCH_SETTINGS:
             shipped.setdefault(STITCH_SETTINGS[key][0], {})[key] = value
 
-    ta_spec = parameters.NODE_PARAMETERS["action_scheduler_node"]["action_horizon"]
     configured_ta = config["action_scheduler_node"].get("action_horizon", 0) if action_horizon is None else action_horizon
     try:
-        ta = executed_steps(ckpt_cfg, ta_spec.check("action_scheduler_node.action_horizon", configured_ta))
+        ta = executed_steps(ckpt_cfg, configured_ta)
     except ValueError as exc:
         where = "--action-horizon" if action_horizon is not None else str(config_file)
         raise ValueError(f"{where}: {exc}") from None

@@ -58,15 +58,12 @@ def main(argv=None) -> int:
     if stitch:
         deploy = {**({"action_horizon": deploy["action_horizon"]} if "action_horizon" in deploy else {}), **stitch}
     if args.action_horizon is not None:
-        from dp_ros.graph import executed_steps
+        from dp_ros.graph import executed_steps, read_checkpoint_config
 
-        cfg = policy.config
-        horizons = {"policy_config": {"pred_horizon": cfg.pred_horizon, "obs_horizon": cfg.obs_horizon,
-                                      "action_horizon": cfg.action_horizon}}
         try:
             if args.action_horizon < 1:   # 0 would mean "the checkpoint's": nothing to ship
                 raise ValueError(f"must be >= 1 to ship (0 means the checkpoint's own), got {args.action_horizon}")
-            deploy["action_horizon"] = executed_steps(horizons, args.action_horizon)
+            deploy["action_horizon"] = executed_steps(read_checkpoint_config(src), args.action_horizon)
         except ValueError as exc:
             print(f"[dp-ros export] ERROR: --action-horizon: {exc}", file=sys.stderr)
             return 2

@@ -112,9 +112,8 @@ class LockstepEvaluator:
                 spec = NODE_PARAMETERS[node][key]
                 self.params[node][key] = spec.check(key, spec.type(value))
         if action_horizon is not None:
-            spec = NODE_PARAMETERS["action_scheduler_node"]["action_horizon"]
-            self.params["action_scheduler_node"]["action_horizon"] = executed_steps(
-                self.checkpoint_config, spec.check("action_horizon", action_horizon))
+            self.params["action_scheduler_node"]["action_horizon"] = executed_steps(self.checkpoint_config,
+                                                                                    action_horizon)
 
     @property
     def stitch(self) -> str:
