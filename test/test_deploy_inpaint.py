@@ -1,6 +1,8 @@
 """`stitch: inpaint` through the real deploy graph (separate processes, real DDS, a small checkpoint
 of random weights): each request carries the committed path, and every chunk the policy sends
-back holds that path at the steps already due when the request arrived."""
+back holds that path at the steps already due when the request arrived. The policy samples 4
+candidate chunks per request (inpaint_candidates), as the shipped Push-T model does 8: the one
+it sends back holds the path all the same."""
 
 import threading
 import time
@@ -29,6 +31,7 @@ def inpaint_run(tmp_path_factory):
     config = yaml.safe_load(default_config().read_text())
     config["action_scheduler_node"]["ros__parameters"]["stitch"] = "inpaint"
     config["policy_node"]["ros__parameters"]["inpaint_soft_steps"] = 2
+    config["policy_node"]["ros__parameters"]["inpaint_candidates"] = 4
     config_file = tmp / "deploy.yaml"
     config_file.write_text(yaml.safe_dump(config))
     ckpt = make_untrained_checkpoint(tmp / "ckpt", task="reach", tiny=True)

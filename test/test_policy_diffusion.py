@@ -60,6 +60,21 @@ def test_encoder_runs_once_per_inference():
     assert calls == {"enc": 1, "net": 6}
 
 
+def test_several_samples_per_observation_share_one_encoding():
+    policy = make(num_inference_steps=3).eval()
+    calls = {"enc": 0, "net": 0}
+    policy.obs_encoder.register_forward_hook(lambda *a: calls.__setitem__("enc", calls["enc"] + 1))
+    policy.noise_net.register_forward_hook(lambda *a: calls.__setitem__("net", calls["net"] + 1))
+    obs = obs_for(policy.config, B=2)
+    out = policy.predict_action(obs, generator=torch.Generator().manual_seed(0), num_samples=4)["action_pred"]
+    assert out.shape == (8, 16, 2) and calls == {"enc": 1, "net": 3}     # one batch of 8
+    assert torch.all((out[1:] - out[:-1]).abs().amax(dim=(1, 2)) > 1e-4)   # independent noise
+    one = policy.predict_action(obs, generator=torch.Generator().manual_seed(0), num_samples=1)["action_pred"]
+    torch.testing.assert_close(one, policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["action_pred"])
+    with pytest.raises(ValueError, match="num_samples"):
+        policy.predict_action(obs, num_samples=0)
+
+
 def test_fixed_generator_is_deterministic_and_uses_latest_obs():
     policy = make().eval()
     obs = obs_for(policy.config)

@@ -23,9 +23,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--weights-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
     ap.add_argument("--force", action="store_true", help="overwrite a checkpoint already in OUT")
     ap.add_argument("--stitch", default=None,
-                    help="how this policy's chunks should join: none, ensemble, blend[:B] or inpaint[:K[:W[:B]]] "
-                         "(B blend steps, K pulled steps, W warm start; e.g. inpaint:0:0:0 = the frozen prefix "
-                         "alone). The deploy graph runs it where the config says `stitch: auto` (its default)")
+                    help="how this policy's chunks should join: none, ensemble, blend[:B] or "
+                         "inpaint[:K[:W[:B[:G[:N]]]]] (B blend steps, K pulled steps, W warm start, G guidance, N "
+                         "candidate chunks; e.g. inpaint:0:0:0 = the frozen prefix alone). The deploy graph runs it where the config says `stitch: auto` (its default)")
     ap.add_argument("--action-horizon", type=int, default=None,
                     help="Ta, waypoints this policy should execute per chunk when deployed, if not the Ta it "
                          "was trained with (1 .. Tp - To + 1). The deploy graph runs it where the config says "

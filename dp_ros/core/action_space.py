@@ -36,6 +36,11 @@ class ActionSpace:
         else:
             self.fixed_pose = as_pose(fixed_pose, "fixed_pose")
 
+    @property
+    def position_dims(self) -> int:
+        """How many leading action components are a position (m)."""
+        return min(self.dim, 3)
+
     def __repr__(self):
         return f"ActionSpace({self.kind!r}, dim={self.dim})"
 

@@ -111,6 +111,10 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
                                          "(real-time chunking's pseudo-inverse guidance, its weight capped at "
                                          "this) instead of replaced; 0 = replacement. Costs a backward pass per "
                                          "denoising step", range=(0.0, 100.0)),
+        "inpaint_candidates": Param(int, "stitch inpaint: chunks sampled per request (one batch, independent "
+                                         "noise); the one whose free steps leave the frozen prefix with the "
+                                         "smallest turn runs. 1 = one sample. Inference time grows with it",
+                                    range=(1, 64)),
         "inference_realtime_priority": Param(
             int, "SCHED_RR priority of the inference process when a core stays free for the rest "
                  "(above the streaming nodes' 10, below the servo loop's); 0 = normal scheduling", range=(0, 99)),

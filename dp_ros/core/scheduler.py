@@ -70,24 +70,25 @@ DEFAULT_STITCH = "inpaint"
 # The settings a stitch mode reads, and the node that holds each (a checkpoint may recommend them
 # with its mode: `dp-ros export --stitch inpaint:0:0:0`).
 STITCH_SETTINGS = {"inpaint_soft_steps": ("policy_node", int), "inpaint_warm_start": ("policy_node", float),
-                   "inpaint_guidance": ("policy_node", float),
+                   "inpaint_guidance": ("policy_node", float), "inpaint_candidates": ("policy_node", int),
                    "blend_steps": ("action_scheduler_node", int)}
 
 
 def parse_stitch(text: str) -> dict:
-    """'none' | 'ensemble' | 'blend[:B]' | 'inpaint[:K[:W[:B[:G]]]]' -> {"stitch": mode} plus the
-    settings given: B blend steps, K pulled overlap steps, W warm start, G guidance (the pulled
-    steps guided through the network, its weight capped at G; 0 = replacement). An empty field is
-    not given (the config's value applies): 'inpaint::0.5' sets only the warm start."""
+    """'none' | 'ensemble' | 'blend[:B]' | 'inpaint[:K[:W[:B[:G[:N]]]]]' -> {"stitch": mode} plus
+    the settings given: B blend steps, K pulled overlap steps, W warm start, G guidance (the pulled
+    steps guided through the network, its weight capped at G; 0 = replacement), N candidate chunks
+    (the one leaving the frozen prefix most smoothly runs). An empty field is not given (the
+    config's value applies): 'inpaint::0.5' sets only the warm start."""
     name, *fields = text.strip().split(":")
     if name not in STITCH_MODES:
         raise ValueError(f"unknown stitch mode {name!r} (one of {', '.join(STITCH_MODES)})")
     if name == "blend" and len(fields) <= 1:
         keys = ["blend_steps"]
-    elif name == "inpaint" and len(fields) <= 4:
-        keys = ["inpaint_soft_steps", "inpaint_warm_start", "blend_steps", "inpaint_guidance"]
+    elif name == "inpaint" and len(fields) <= 5:
+        keys = ["inpaint_soft_steps", "inpaint_warm_start", "blend_steps", "inpaint_guidance", "inpaint_candidates"]
     elif fields:
-        raise ValueError(f"expected blend[:B] or inpaint[:K[:W[:B[:G]]]] (others take no fields), got {text!r}")
+        raise ValueError(f"expected blend[:B] or inpaint[:K[:W[:B[:G[:N]]]]] (others take no fields), got {text!r}")
     else:
         keys = []
     spec = {"stitch": name}

@@ -131,7 +131,7 @@ class PolicyNode(Node):
         recent = self.latencies[-20:] or [self.worker.info.get("warm_up_s", 0.0) / 2]
         until = received_ns + int(float(np.percentile(recent, 90)) * 1e9)
         return Commitment(times, poses, until, self.p["inpaint_soft_steps"], self.p["inpaint_warm_start"],
-                          self.p["inpaint_guidance"])
+                          self.p["inpaint_guidance"], self.p["inpaint_candidates"])
 
     # --- inference thread
     def _inference_loop(self):

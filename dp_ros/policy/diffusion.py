@@ -164,7 +164,8 @@ class DiffusionPolicy(nn.Module):
     def predict_action(self, obs: dict, generator: torch.Generator | None = None,
                        num_inference_steps: int | None = None, prefix: torch.Tensor | None = None,
                        prefix_weight: torch.Tensor | None = None, initial: torch.Tensor | None = None,
-                       warm_start: float = 0.0, guidance: float = 0.0) -> dict[str, torch.Tensor]:
+                       warm_start: float = 0.0, guidance: float = 0.0,
+                       num_samples: int = 1) -> dict[str, torch.Tensor]:
         """obs: {name: (B, To, ...)} (the last To steps are used) ->
         {"action_pred": (B, Tp, Da), "action": (B, Ta, Da)}, unnormalised. "action" starts at
         the latest observation step: action_pred[:, To-1 : To-1+Ta].
@@ -190,9 +191,16 @@ class DiffusionPolicy(nn.Module):
         its denoising steps and starts from `initial` noised to the first remaining step's level
         (SDEdit) instead of from pure noise. Given the executing plan on this chunk's grid, the
         mode is then the plan's (it is settled at the skipped, noisiest steps), and the skipped
-        steps are network evaluations saved."""
+        steps are network evaluations saved.
+
+        num_samples > 1: that many chunks per observation, from independent noise (B * num_samples
+        rows, each observation's together); the observation is encoded once."""
         cfg = self.config
         cond = self.encode_obs(obs, latest=True)  # once, reused by every denoising step
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if num_samples > 1:
+            cond = cond.repeat_interleave(int(num_samples), dim=0)
         B = cond.shape[0]
         shape = (B, cfg.pred_horizon, cfg.action_dim)
         gen_dev = generator.device if generator is not None else self.device

@@ -27,6 +27,22 @@ class Commitment:
     soft_steps: int = 0
     warm_start: float = 0.0      # > 0: sampling starts from the path, noised (predict_action's warm_start)
     guidance: float = 0.0        # > 0: the soft steps are guided through the network (predict_action's guidance)
+    candidates: int = 1          # > 1: that many chunks are sampled, the one joining the path most smoothly runs
+
+
+def smoothest_junction(chunks: np.ndarray, first_free: int, position_dims: int) -> int:
+    """Index of the chunk (N, Tp, Da) whose positions turn least sharply where its free steps take
+    over from the frozen prefix: the largest second difference over the steps first_free - 1 ..
+    first_free + 1 (the prefix is the same in every chunk, so this compares how each sample leaves
+    it). Every candidate is a sample of the policy as it is, so the chosen one is too; nothing is
+    mixed (bidirectional decoding's backward coherence, Liu et al. 2024, scored at the junction)."""
+    pos = np.asarray(chunks, dtype=np.float64)[:, :, :position_dims]
+    lo, hi = max(first_free - 2, 0), min(first_free + 3, pos.shape[1])
+    window = pos[:, lo:hi]
+    if window.shape[1] < 3:
+        return 0
+    acc = np.linalg.norm(np.diff(window, n=2, axis=1), axis=2)
+    return int(np.argmin(acc.max(axis=1)))
 
 
 class ChunkPlanner:
@@ -71,21 +87,28 @@ class ChunkPlanner:
         times = timing.step_times(obs.stamps_ns[0], self.cfg.pred_horizon, self.dt_ns)
         prefix = weight = initial = None
         warm = guidance = 0.0
+        samples = 1
         if committed is not None and len(committed.times_ns):
             # the whole committed path on this chunk's grid (held past its ends), as actions
             on_grid = self.action_space.from_pose(PoseTrajectory(committed.times_ns, committed.poses)(times))
             on_grid = torch.from_numpy(on_grid.astype(np.float32)).to(self.device)
             prefix, weight = self.prefix_on_grid(committed, times, on_grid)
             if committed.warm_start > 0:   # sampling starts from the plan's mode
-                initial, warm = on_grid.unsqueeze(0), float(committed.warm_start)
+                initial, warm = on_grid, float(committed.warm_start)
             guidance = float(committed.guidance)
+            samples = int(committed.candidates)
         # guidance differentiates through the network: inference mode's tensors cannot take part
         with torch.no_grad() if guidance > 0 else torch.inference_mode():
             out = self.policy.predict_action(self.to_tensors(obs), generator=generator,
                                              num_inference_steps=self.denoising_steps, prefix=prefix,
                                              prefix_weight=weight, initial=initial, warm_start=warm,
-                                             guidance=guidance)
-        actions = out["action_pred"][0].float().cpu().numpy()
+                                             guidance=guidance, num_samples=samples)
+        candidates = out["action_pred"].float().cpu().numpy()
+        pick = 0
+        if samples > 1:
+            first_free = int(np.argmax(weight.cpu().numpy() < 1.0)) if bool((weight < 1).any()) else len(times)
+            pick = smoothest_junction(candidates, first_free, self.action_space.position_dims)
+        actions = candidates[pick]
         if not np.all(np.isfinite(actions)):
             raise ValueError("policy produced non-finite actions; chunk discarded")
         poses = np.stack([self.action_space.to_pose(a) for a in actions])

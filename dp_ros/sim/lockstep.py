@@ -91,7 +91,7 @@ class LockstepEvaluator:
     def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None,
                   inpaint_warm_start: float | None = None, blend_steps: int | None = None,
                   horizon_start: str | None = None, inpaint_guidance: float | None = None,
-                  action_horizon: int | None = None):
+                  action_horizon: int | None = None, inpaint_candidates: int | None = None):
         """Settings that may change between runs of one evaluator (the model stays loaded);
         action_horizon 0 = the checkpoint's (graph.executed_steps)."""
         from dp_ros.core.parameters import NODE_PARAMETERS
@@ -106,6 +106,7 @@ class LockstepEvaluator:
         for node, key, value in (("policy_node", "inpaint_soft_steps", inpaint_soft_steps),
                                  ("policy_node", "inpaint_warm_start", inpaint_warm_start),
                                  ("policy_node", "inpaint_guidance", inpaint_guidance),
+                                 ("policy_node", "inpaint_candidates", inpaint_candidates),
                                  ("action_scheduler_node", "blend_steps", blend_steps),
                                  ("action_scheduler_node", "horizon_start", horizon_start)):
             if value is not None:
@@ -145,7 +146,7 @@ class LockstepEvaluator:
             return None
         p = self.params["policy_node"]
         return Commitment(times, poses, now + self.delay_ns, p["inpaint_soft_steps"], p["inpaint_warm_start"],
-                          p["inpaint_guidance"])
+                          p["inpaint_guidance"], p["inpaint_candidates"])
 
     # ------------------------------------------------------------------ one episode
     def run_episode(self, index: int, trace: EpisodeTrace | None = None) -> dict:
@@ -284,6 +285,7 @@ class LockstepEvaluator:
                        inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"],
                        inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"],
                        inpaint_guidance=self.params["policy_node"]["inpaint_guidance"],
+                       inpaint_candidates=self.params["policy_node"]["inpaint_candidates"],
                        blend_steps=self.params["action_scheduler_node"]["blend_steps"],
                        horizon_start=self.params["action_scheduler_node"]["horizon_start"],
                        action_horizon=self.params["action_scheduler_node"]["action_horizon"],
