@@ -422,3 +422,6 @@ def test_smoothest_junction_scores_the_turn_where_the_free_steps_begin():
     assert smoothest_junction(np.stack([bent, straight]), 4, 2) == 1
     assert smoothest_junction(np.stack([bent, late_bend]), 4, 2) == 1
     assert smoothest_junction(np.stack([bent, straight])[:, :2], 4, 2) == 0   # too short to score: the first
+    broken = straight.copy()
+    broken[-1, 0] = np.nan                # a NaN anywhere, even outside the window, is never picked
+    assert smoothest_junction(np.stack([broken, bent]), 4, 2) == 1

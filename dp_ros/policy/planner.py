@@ -35,14 +35,17 @@ def smoothest_junction(chunks: np.ndarray, first_free: int, position_dims: int) 
     over from the frozen prefix: the largest second difference over the steps first_free - 1 ..
     first_free + 1 (the prefix is the same in every chunk, so this compares how each sample leaves
     it). Every candidate is a sample of the policy as it is, so the chosen one is too; nothing is
-    mixed (bidirectional decoding's backward coherence, Liu et al. 2024, scored at the junction)."""
-    pos = np.asarray(chunks, dtype=np.float64)[:, :, :position_dims]
+    mixed (bidirectional decoding's backward coherence, Liu et al. 2024, scored at the junction).
+    A chunk with a non-finite value anywhere is never chosen over a finite one."""
+    chunks = np.asarray(chunks, dtype=np.float64)
+    pos = chunks[:, :, :position_dims]
     lo, hi = max(first_free - 2, 0), min(first_free + 3, pos.shape[1])
     window = pos[:, lo:hi]
-    if window.shape[1] < 3:
-        return 0
-    acc = np.linalg.norm(np.diff(window, n=2, axis=1), axis=2)
-    return int(np.argmin(acc.max(axis=1)))
+    score = np.zeros(len(chunks))
+    if window.shape[1] >= 3:
+        score = np.linalg.norm(np.diff(window, n=2, axis=1), axis=2).max(axis=1)
+    score[~np.isfinite(chunks).all(axis=(1, 2)) | ~np.isfinite(score)] = np.inf
+    return int(np.argmin(score))
 
 
 class ChunkPlanner:
