@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--stitch", default=None,
                     help="how this policy's chunks should join: none, ensemble, blend[:B] or "
                          "inpaint[:K[:W[:B[:G[:N]]]]] (B blend steps, K pulled steps, W warm start, G guidance, N "
-                         "candidate chunks; e.g. inpaint:0:0:0 = the frozen prefix alone). The deploy graph runs it where the config says `stitch: auto` (its default)")
+                         "candidate chunks; e.g. inpaint:0:0:0 = the frozen prefix alone). The deploy graph "
+                         "runs it where the config says `stitch: auto` (its default)")
     ap.add_argument("--action-horizon", type=int, default=None,
                     help="Ta, waypoints this policy should execute per chunk when deployed, if not the Ta it "
                          "was trained with (1 .. Tp - To + 1). The deploy graph runs it where the config says "

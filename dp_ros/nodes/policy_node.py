@@ -130,8 +130,7 @@ class PolicyNode(Node):
         times, poses, received_ns = self._committed
         recent = self.latencies[-20:] or [self.worker.info.get("warm_up_s", 0.0) / 2]
         until = received_ns + int(float(np.percentile(recent, 90)) * 1e9)
-        return Commitment(times, poses, until, self.p["inpaint_soft_steps"], self.p["inpaint_warm_start"],
-                          self.p["inpaint_guidance"], self.p["inpaint_candidates"])
+        return Commitment.from_params(times, poses, until, self.p)
 
     # --- inference thread
     def _inference_loop(self):

@@ -196,11 +196,12 @@ class DiffusionPolicy(nn.Module):
         num_samples > 1: that many chunks per observation, from independent noise (B * num_samples
         rows, each observation's together); the observation is encoded once."""
         cfg = self.config
-        cond = self.encode_obs(obs, latest=True)  # once, reused by every denoising step
-        if int(num_samples) < 1:
+        num_samples = int(num_samples)
+        if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        cond = self.encode_obs(obs, latest=True)  # once, reused by every denoising step
         if num_samples > 1:
-            cond = cond.repeat_interleave(int(num_samples), dim=0)
+            cond = cond.repeat_interleave(num_samples, dim=0)
         B = cond.shape[0]
         shape = (B, cfg.pred_horizon, cfg.action_dim)
         gen_dev = generator.device if generator is not None else self.device

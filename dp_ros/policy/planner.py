@@ -29,6 +29,13 @@ class Commitment:
     guidance: float = 0.0        # > 0: the soft steps are guided through the network (predict_action's guidance)
     candidates: int = 1          # > 1: that many chunks are sampled, the one joining the path most smoothly runs
 
+    @classmethod
+    def from_params(cls, times_ns, poses, until_ns: int, p: dict) -> "Commitment":
+        """With the inpainting settings of policy_node's parameters p (the node and the lockstep
+        evaluator both build it so)."""
+        return cls(times_ns, poses, until_ns, p["inpaint_soft_steps"], p["inpaint_warm_start"],
+                   p["inpaint_guidance"], p["inpaint_candidates"])
+
 
 def smoothest_junction(chunks: np.ndarray, first_free: int, position_dims: int) -> int:
     """Index of the chunk (N, Tp, Da) whose positions turn least sharply where its free steps take
@@ -109,8 +116,9 @@ class ChunkPlanner:
         candidates = out["action_pred"].float().cpu().numpy()
         pick = 0
         if samples > 1:
-            first_free = int(np.argmax(weight.cpu().numpy() < 1.0)) if bool((weight < 1).any()) else len(times)
-            pick = smoothest_junction(candidates, first_free, self.action_space.position_dims)
+            free = np.nonzero(weight.cpu().numpy() < 1.0)[0]
+            pick = smoothest_junction(candidates, int(free[0]) if len(free) else len(times),
+                                      self.action_space.position_dims)
         actions = candidates[pick]
         if not np.all(np.isfinite(actions)):
             raise ValueError("policy produced non-finite actions; chunk discarded")

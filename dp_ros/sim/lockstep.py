@@ -144,9 +144,7 @@ class LockstepEvaluator:
         times, poses = scheduler.committed_path(now)
         if not len(times):
             return None
-        p = self.params["policy_node"]
-        return Commitment(times, poses, now + self.delay_ns, p["inpaint_soft_steps"], p["inpaint_warm_start"],
-                          p["inpaint_guidance"], p["inpaint_candidates"])
+        return Commitment.from_params(times, poses, now + self.delay_ns, self.params["policy_node"])
 
     # ------------------------------------------------------------------ one episode
     def run_episode(self, index: int, trace: EpisodeTrace | None = None) -> dict:
