@@ -49,14 +49,15 @@ def test_shipped_reach_model_succeeds_lockstep_and_stays_in_the_box(evaluator):
 
 def test_shipped_pusht_state_model_pushes_the_t_home():
     # models/pusht_state_policy (stop 19: fine-tuned on delay-aware demonstrations): lockstep with
-    # the settings it is shipped with, the frozen prefix, 8 candidate chunks and 6 executed steps
-    # (models/README.md), 87/100 on held-out seeds 100001-100100. Three held-out seeds it solved both
+    # the settings it is shipped with, the frozen prefix, 2 pulled steps, 8 candidate chunks and 6
+    # executed steps (models/README.md, stop 20). Three held-out seeds it solved both
     # lockstep and in real time; one may go either way on another CPU's numerics.
     torch.set_num_threads(1)
     ev = LockstepEvaluator(ROOT / "models" / "pusht_state_policy", seed=100_000)
     assert ev.cfg.cameras == {} and ev.params["sim_world_node"]["task"] == "pusht"
     assert ev.stitch == "inpaint" and ev.params["policy_node"]["inpaint_warm_start"] == 0.0
     assert ev.params["policy_node"]["inpaint_candidates"] == 8
+    assert ev.params["policy_node"]["inpaint_soft_steps"] == 2 and ev.params["action_scheduler_node"]["blend_steps"] == 0
     assert ev.params["action_scheduler_node"]["action_horizon"] == 6 < ev.cfg.action_horizon
     assert ev.cfg.train_prefix_steps > 0                      # the frozen steps go in clean
     lo, hi = servo_box()
@@ -272,9 +273,11 @@ def test_bench_stitching_prints_a_cell_per_mode_and_delay(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(data["results"]) == {"blend", "inpaint:2:0:0"}
+    assert data["transition_waypoints"] == 5      # the config's 3-step blend, for every cell
     for cells in data["results"].values():
         assert set(cells) == {"0", "200"}
         assert 0.0 <= cells["200"]["success_rate"] <= 1.0
+        assert cells["200"]["plan_transition_acc_max"] >= cells["200"]["plan_boundary_acc_max"]
 
 
 def test_stitch_modes_name_their_settings():
@@ -327,11 +330,32 @@ def test_boundary_figures_separate_junctions_from_the_plans_own_motion():
     kinked = straight.copy()
     kinked[2:, 1] += 0.005 * np.arange(1, 4)                      # a 0.05 m/s turn at waypoint 2
     trace = EpisodeTrace(command_xyz=[np.zeros(3)] * 10, accept_ticks=[0],
-                         junctions=[(t, straight)] * 99 + [(t, kinked)], interior_acc=[0.2] * 100)
+                         junctions=[(t, straight, 2)] * 99 + [(t, kinked, 2)], interior_acc=[0.2] * 100)
     stats = boundary_stats([trace], tick_s=0.002, dt_s=0.1)
     assert stats["plan_boundary_acc_max"] == pytest.approx(0.5)     # 0.05 m/s change over 0.1 s
     assert stats["plan_boundary_acc_p99"] < 0.01                     # one junction of a hundred
     assert stats["plan_interior_acc_p99"] == pytest.approx(0.2)
+
+
+def test_the_transition_figure_holds_the_whole_of_a_blends_turn():
+    """A 3-step blend spreads a turn over the new plan's first four waypoints: the junction figure
+    (old 2 + new 3) sees only part of it, the transition figure (transition_window(3) = 5 new)
+    sees all of it; with blend_steps 0 the two are the same window."""
+    from dp_ros.sim.lockstep import JUNCTION_WAYPOINTS, boundary_stats, transition_window
+    assert transition_window(0) == transition_window(1) == JUNCTION_WAYPOINTS
+    assert transition_window(3) == 5
+    dt_ns = 100_000_000
+    t = np.arange(9) * dt_ns
+    path = np.zeros((9, 3))
+    path[:, 0] = 0.01 * np.arange(9)                  # 0.1 m/s along x
+    path[5:, 1] = 0.02 * np.arange(1, 5)              # a 0.2 m/s turn at the new plan's third waypoint (4)
+    trace = EpisodeTrace(command_xyz=[np.zeros(3)] * 10, accept_ticks=[0], junctions=[(t, path, 2)])
+    narrow = boundary_stats([trace], tick_s=0.002, dt_s=0.1, transition_waypoints=3)
+    assert narrow["plan_boundary_acc_max"] == narrow["plan_transition_acc_max"] == pytest.approx(0.0, abs=1e-9)
+    wide = boundary_stats([trace], tick_s=0.002, dt_s=0.1, transition_waypoints=transition_window(3))
+    assert wide["plan_boundary_acc_max"] == pytest.approx(0.0, abs=1e-9)
+    assert wide["plan_transition_acc_max"] == pytest.approx(2.0)    # 0.2 m/s change over 0.1 s
+    assert wide["transition_waypoints"] == 5
 
 
 def test_a_stitch_named_with_settings_runs_with_them_in_the_graph_and_in_lockstep():
@@ -410,6 +434,33 @@ def test_candidate_chunks_keep_the_frozen_prefix_and_leave_it_more_smoothly():
                     np.testing.assert_allclose(c[:k], poses[:k], atol=1e-6)
                     turns[n].append(_junction_turn(c, k))
     assert np.mean(turns[8]) < 0.7 * np.mean(turns[1]), {n: np.mean(t) for n, t in turns.items()}
+
+
+def test_pulled_steps_spread_the_turn_that_every_candidate_makes():
+    """When the executing plan heads one way and the new observation calls for the other, every
+    candidate turns where its free steps begin: choosing among them cannot make that turn gentler.
+    Two pulled steps after the frozen prefix (replaced toward the committed path with weights 2/3
+    and 1/3 at every denoising step) spread it inside the sampler: the sharpest turn from the last
+    frozen step to two steps past the pulled ones is smaller, and the frozen steps still come out
+    exactly as committed. The committed path: the policy's own plan for this observation,
+    mirrored after the observation instant (the arm committed to backing away)."""
+    torch.set_num_threads(1)
+    ev = LockstepEvaluator(ROOT / "models" / "pusht_state_policy", seed=100_000)
+    planner: ChunkPlanner = ev.planner
+    obs = _observation(ev)
+    now, k, soft = ev.cfg.obs_horizon - 1, ev.cfg.obs_horizon + 2, 2
+    turns = {0: [], soft: []}
+    for ref in range(3):
+        times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(ref))
+        away = poses.copy()
+        away[now:, :3] = 2 * poses[now, :3] - poses[now:, :3]
+        for pulled in turns:
+            committed = Commitment(times, away, until_ns=int(times[k - 1]), soft_steps=pulled, candidates=8)
+            for s in range(60, 63):
+                c = planner.plan(obs, generator=torch.Generator().manual_seed(s), committed=committed)[1]
+                np.testing.assert_allclose(c[:k], away[:k], atol=1e-6)
+                turns[pulled].append(np.linalg.norm(np.diff(c[k - 2:k + soft + 2, :2], n=2, axis=0), axis=1).max())
+    assert np.mean(turns[soft]) < 0.7 * np.mean(turns[0]), {n: np.mean(t) for n, t in turns.items()}   # ~0.47
 
 
 def test_smoothest_junction_scores_the_turn_where_the_free_steps_begin():

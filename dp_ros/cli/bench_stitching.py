@@ -4,7 +4,9 @@ For every stitch mode and injected delay, the lockstep evaluator (dp_ros.sim.loc
 same held-out episodes with the world running on for `delay` while each chunk is computed, and the
 bench prints one JSON: per mode and delay the success rate, mean max coverage, the largest
 acceleration of the waypoint path where chunks join (and its 99th percentile, beside that of the
-plans' own motion clear of junctions) and of the servo command after a junction, its largest jerk,
+plans' own motion clear of junctions; the junction is the old plan's last two waypoints and the
+new plan's first three, the transition the same through the end of the longest blend among the
+modes, one window for every cell) and of the servo command after a junction, its largest jerk,
 and the mean distance between the old plan and the new chunk over their overlap. A mode is `blend`,
 `ensemble`, `none` or `inpaint`: `blend:B` blends over B steps (default: the config's blend_steps);
 `inpaint:K:W:B:G:N` adds K pulled overlap steps, a warm start W (the share of denoising steps skipped
@@ -29,7 +31,8 @@ from dp_ros.core.scheduler import HORIZON_STARTS, STITCH_SETTINGS
 from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 
 FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "plan_boundary_acc_p99",
-           "plan_interior_acc_p99", "command_boundary_acc_max", "command_boundary_jerk_max", "overlap_distance_mean")
+           "plan_transition_acc_max", "plan_transition_acc_p99", "plan_interior_acc_p99", "command_boundary_acc_max",
+           "command_boundary_jerk_max", "overlap_distance_mean")
 SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "inpaint_guidance", "inpaint_candidates",
             "blend_steps", "horizon_start",
             "action_horizon", "denoising_steps")
@@ -49,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--action-horizon", type=int, default=None,
                     help="Ta, waypoints executed per chunk, for every cell (default: the config's; 0 = the "
                          "checkpoint's)")
+    ap.add_argument("--transition-waypoints", type=int, default=None,
+                    help="new-plan waypoints in the transition figure, for every cell (default: through the end "
+                         "of the longest blend among the modes; give the same to runs that are compared)")
     ap.add_argument("--episodes", type=int, default=20, help="episodes per mode and delay")
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
     ap.add_argument("--device", default="cpu")
@@ -62,7 +68,7 @@ def main(argv=None) -> int:
     from dp_ros.cli.bench_train import machine
     from dp_ros.core.scheduler import parse_stitch
     from dp_ros.graph import default_checkpoint, default_config, load_params
-    from dp_ros.sim.lockstep import LockstepEvaluator
+    from dp_ros.sim.lockstep import JUNCTION_WAYPOINTS, MAX_TRANSITION_WAYPOINTS, LockstepEvaluator, transition_window
 
     try:
         delays = [float(d) for d in args.delays.split(",") if d.strip()]
@@ -77,6 +83,14 @@ def main(argv=None) -> int:
     # with (`auto` put those in the evaluator's parameters): `blend` is the config's blend.
     config = load_params(args.config or default_config())
     defaults = {key: config[node][key] for key, (node, _) in STITCH_SETTINGS.items()}
+    # one transition window for every cell, long enough for the longest blend among them
+    window = args.transition_waypoints
+    if window is None:
+        window = transition_window(max(spec.get("blend_steps", defaults["blend_steps"]) for spec in parsed))
+    if not JUNCTION_WAYPOINTS <= window <= MAX_TRANSITION_WAYPOINTS:
+        print(f"[dp-ros bench stitching] ERROR: --transition-waypoints must be in [{JUNCTION_WAYPOINTS}, "
+              f"{MAX_TRANSITION_WAYPOINTS}], got {window}", file=sys.stderr)
+        return 2
     bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
                        desc="episodes", unit="ep")
     results, settings = {}, {}
@@ -87,14 +101,16 @@ def main(argv=None) -> int:
             for delay_ms in delays:
                 evaluator.configure(delay_ms * 1e-3, spec["stitch"], horizon_start=args.horizon_start,
                                     **{key: spec.get(key, value) for key, value in defaults.items()})
-                summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1))
+                summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1),
+                                             transition_waypoints=window)
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
                 settings[label] = {k: summary[k] for k in SETTINGS}   # what the mode ran with
                 echo(f"[bench stitching] {label:>10} delay {delay_ms:>4g} ms: "
                      + " ".join(f"{k}={summary[k]}" for k in FIGURES), file=sys.stderr)
     out = {"bench": "stitching", "checkpoint": str(args.checkpoint or default_checkpoint()),
            "episodes": args.episodes, "seed": args.seed, "machine": machine(),
-           "wall_s": round(time.monotonic() - t0, 1), "settings": settings, "results": results}
+           "wall_s": round(time.monotonic() - t0, 1), "transition_waypoints": window, "settings": settings,
+           "results": results}
     text = json.dumps(out)
     print(text)
     if args.out:

@@ -40,6 +40,8 @@ from dp_ros.sim.world import episode_scores
 
 SETTLE_S = 0.5          # still arm before the first request, as `dp-ros eval` waits after a reset
 START_NS = 10**12       # simulated clock origin: far from 0, so no time is ever negative
+JUNCTION_WAYPOINTS = 3  # new-plan waypoints in a junction (plan_boundary_*: the figure since stop 10)
+MAX_TRANSITION_WAYPOINTS = 12   # new-plan waypoints kept per junction for the transition figure
 
 
 @dataclass
@@ -47,7 +49,8 @@ class EpisodeTrace:
     """What one lockstep episode did, tick by tick and chunk by chunk (for the boundary figures)."""
     command_xyz: list = field(default_factory=list)          # per servo tick: commanded position
     accept_ticks: list = field(default_factory=list)         # tick index at which a chunk was accepted
-    junctions: list = field(default_factory=list)            # per accepted chunk after the first: (times, xyz)
+    junctions: list = field(default_factory=list)            # per accepted chunk after the first:
+    #   (times, xyz, n_old): the old plan's last n_old <= 2 due waypoints, then the new plan's first ones
     overlap_distances: list = field(default_factory=list)    # mean |old plan - new chunk| over their overlap
     interior_acc: list = field(default_factory=list)         # per accepted plan: largest |acc| inside it
 
@@ -257,9 +260,10 @@ class LockstepEvaluator:
         if old is None:
             return
         before = old.times_ns <= now
-        t = np.concatenate([old.times_ns[before][-2:], new.times_ns[:3]])
-        xyz = np.concatenate([old.poses[before][-2:, :3], new.poses[:3, :3]])
-        trace.junctions.append((t, xyz))
+        n_old = min(int(before.sum()), 2)
+        t = np.concatenate([old.times_ns[before][-2:], new.times_ns[:MAX_TRANSITION_WAYPOINTS]])
+        xyz = np.concatenate([old.poses[before][-2:, :3], new.poses[:MAX_TRANSITION_WAYPOINTS, :3]])
+        trace.junctions.append((t, xyz, n_old))
         times = np.asarray(times)
         overlap = (times > now) & (times <= old_path.end_ns)
         if overlap.any():
@@ -267,9 +271,13 @@ class LockstepEvaluator:
             trace.overlap_distances.append(float(d.mean()))
 
     # ------------------------------------------------------------------ many episodes
-    def evaluate(self, episodes: int, progress=None) -> dict:
+    def evaluate(self, episodes: int, progress=None, transition_waypoints: int | None = None) -> dict:
         """Run `episodes` episodes; the summary has the same figures as the real-time eval's, plus
-        the chunk-boundary figures of boundary_stats."""
+        the chunk-boundary figures of boundary_stats. transition_waypoints: new-plan waypoints in
+        the transition figure (default: through the end of this run's blend, at least
+        JUNCTION_WAYPOINTS); pass the same to every run that is compared."""
+        if transition_waypoints is None:
+            transition_waypoints = transition_window(self.params["action_scheduler_node"]["blend_steps"])
         results, traces = [], []
         for i in range(int(episodes)):
             trace = EpisodeTrace()
@@ -278,7 +286,8 @@ class LockstepEvaluator:
             if progress is not None:
                 progress(results[-1])
         summary = dict(episode_scores(results), failed_chunks=int(sum(r["failed_chunks"] for r in results)))
-        summary.update(boundary_stats(traces, self.tick_ns * 1e-9, 1.0 / self.cfg.control_frequency_hz))
+        summary.update(boundary_stats(traces, self.tick_ns * 1e-9, 1.0 / self.cfg.control_frequency_hz,
+                                      transition_waypoints))
         summary.update(mode="lockstep", delay_ms=round(self.delay_ns * 1e-6, 1), stitch=self.stitch,
                        inpaint_soft_steps=self.params["policy_node"]["inpaint_soft_steps"],
                        inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"],
@@ -303,12 +312,25 @@ def _second_differences(t_ns, xyz) -> np.ndarray:
     return np.linalg.norm(np.diff(v, axis=0), axis=1) / np.diff(tm)
 
 
-def boundary_stats(traces: list[EpisodeTrace], tick_s: float, dt_s: float) -> dict:
+def transition_window(blend_steps: int) -> int:
+    """New-plan waypoints that hold the whole of a junction's turn when the new chunk is blended
+    in over blend_steps: the blended ones (weights 0 .. (B-1)/B), the first of the chunk's own
+    and one more, so that the second difference at that first one is counted; at least
+    JUNCTION_WAYPOINTS, capped at MAX_TRANSITION_WAYPOINTS."""
+    return min(max(JUNCTION_WAYPOINTS, int(blend_steps) + 2), MAX_TRANSITION_WAYPOINTS)
+
+
+def boundary_stats(traces: list[EpisodeTrace], tick_s: float, dt_s: float,
+                   transition_waypoints: int = JUNCTION_WAYPOINTS) -> dict:
     """Chunk-boundary smoothness over all episodes:
       plan_boundary_acc_max: largest |acceleration| of the waypoint path where a new chunk joins
         (the old plan's last two due waypoints and the new plan's first three);
       plan_boundary_acc_p99: its 99th percentile over the junctions (the max is one junction of
         hundreds);
+      plan_transition_acc_max / _p99: the same over the new plan's first transition_waypoints
+        (transition_window: a blend's turn runs past the third waypoint, where the junction
+        figure stops; compare modes at one window);
+      transition_waypoints: that window;
       plan_interior_acc_p99: the same figure inside the plans, clear of their junctions (the
         policy's own motion: a junction no sharper than this is seamless);
       command_boundary_acc_max / command_boundary_jerk_max: largest |acceleration| / |jerk| of the
@@ -316,14 +338,15 @@ def boundary_stats(traces: list[EpisodeTrace], tick_s: float, dt_s: float) -> di
         acceleration limit caps the first, not the second);
       overlap_distance_mean: mean position distance between the old plan and the new chunk over
         the times both cover (how much the new chunk disagrees with what is executing)."""
-    plan_acc, cmd_acc, cmd_jerk, dist, interior = [], [], [], [], []
+    plan_acc, transition_acc, cmd_acc, cmd_jerk, dist, interior = [], [], [], [], [], []
     for tr in traces:
         dist.extend(tr.overlap_distances)
         interior.extend(tr.interior_acc)
-        for t, xyz in tr.junctions:
-            a = _second_differences(t, xyz)
-            if a.size:
-                plan_acc.append(float(a.max()))
+        for t, xyz, n_old in tr.junctions:
+            for n_new, out in ((JUNCTION_WAYPOINTS, plan_acc), (int(transition_waypoints), transition_acc)):
+                a = _second_differences(t[:n_old + n_new], xyz[:n_old + n_new])
+                if a.size:
+                    out.append(float(a.max()))
         cmd = np.asarray(tr.command_xyz)
         for k in tr.accept_ticks[1:]:
             seg = cmd[max(0, k - 3):k + int(round(dt_s / tick_s)) + 3]
@@ -338,6 +361,8 @@ def boundary_stats(traces: list[EpisodeTrace], tick_s: float, dt_s: float) -> di
         return round(float(np.percentile(x, 99)), 3) if x else None
 
     return {"plan_boundary_acc_max": top(plan_acc), "plan_boundary_acc_p99": p99(plan_acc),
-            "plan_interior_acc_p99": p99(interior), "command_boundary_acc_max": top(cmd_acc),
+            "plan_transition_acc_max": top(transition_acc), "plan_transition_acc_p99": p99(transition_acc),
+            "transition_waypoints": int(transition_waypoints), "plan_interior_acc_p99": p99(interior),
+            "command_boundary_acc_max": top(cmd_acc),
             "command_boundary_jerk_max": top(cmd_jerk),
             "overlap_distance_mean": round(float(np.mean(dist)), 5) if dist else None}
