@@ -160,7 +160,7 @@ def test_guided_overlap_keeps_the_frozen_steps_and_draws_the_chunk_toward_the_co
     planner: ChunkPlanner = evaluator.planner
     policy = planner.policy
     obs = _observation(evaluator)
-    k, soft = evaluator.cfg.obs_horizon + 2, 4
+    k, soft = evaluator.cfg.obs_horizon, 4          # no latency: the 4 steps after the observation are pulled
     times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(0))
     with counting_network_calls(policy) as calls:
         dist = {}
@@ -385,7 +385,7 @@ def test_guidance_on_a_prefix_trained_network_steers_only_the_pulled_steps():
     planner: ChunkPlanner = ev.planner
     assert ev.cfg.train_prefix_steps > 0
     obs = _observation(ev)
-    k, soft = ev.cfg.obs_horizon + 2, 4
+    k, soft = ev.cfg.obs_horizon, 4                 # no latency: the 4 steps after the observation are pulled
     dist = {}
     for ref in range(3):
         times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(ref))
@@ -439,28 +439,50 @@ def test_candidate_chunks_keep_the_frozen_prefix_and_leave_it_more_smoothly():
 def test_pulled_steps_spread_the_turn_that_every_candidate_makes():
     """When the executing plan heads one way and the new observation calls for the other, every
     candidate turns where its free steps begin: choosing among them cannot make that turn gentler.
-    Two pulled steps after the frozen prefix (replaced toward the committed path with weights 2/3
-    and 1/3 at every denoising step) spread it inside the sampler: the sharpest turn from the last
+    Pulled steps after the frozen ones (replaced toward the committed path with linearly decaying
+    weights at every denoising step) spread it inside the sampler: the sharpest turn from the last
     frozen step to two steps past the pulled ones is smaller, and the frozen steps still come out
     exactly as committed. The committed path: the policy's own plan for this observation,
-    mirrored after the observation instant (the arm committed to backing away)."""
+    mirrored after the observation instant (the arm committed to backing away); two steps of it
+    execute before the chunk arrives (frozen), and soft_steps 6 pulls the four after them."""
     torch.set_num_threads(1)
     ev = LockstepEvaluator(ROOT / "models" / "pusht_state_policy", seed=100_000)
     planner: ChunkPlanner = ev.planner
     obs = _observation(ev)
-    now, k, soft = ev.cfg.obs_horizon - 1, ev.cfg.obs_horizon + 2, 2
-    turns = {0: [], soft: []}
+    now, k = ev.cfg.obs_horizon - 1, ev.cfg.obs_horizon + 2      # frozen: indices 0 .. now + 2
+    turns = {0: [], 6: []}
     for ref in range(3):
         times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(ref))
         away = poses.copy()
         away[now:, :3] = 2 * poses[now, :3] - poses[now:, :3]
-        for pulled in turns:
-            committed = Commitment(times, away, until_ns=int(times[k - 1]), soft_steps=pulled, candidates=8)
+        for soft in turns:
+            committed = Commitment(times, away, until_ns=int(times[k - 1]), soft_steps=soft, candidates=8)
             for s in range(60, 63):
                 c = planner.plan(obs, generator=torch.Generator().manual_seed(s), committed=committed)[1]
                 np.testing.assert_allclose(c[:k], away[:k], atol=1e-6)
-                turns[pulled].append(np.linalg.norm(np.diff(c[k - 2:k + soft + 2, :2], n=2, axis=0), axis=1).max())
-    assert np.mean(turns[soft]) < 0.7 * np.mean(turns[0]), {n: np.mean(t) for n, t in turns.items()}   # ~0.47
+                turns[soft].append(np.linalg.norm(np.diff(c[k - 2:k + 6, :2], n=2, axis=0), axis=1).max())
+    assert np.mean(turns[6]) < 0.7 * np.mean(turns[0]), {n: np.mean(t) for n, t in turns.items()}   # ~0.4
+
+
+def test_pulled_steps_are_counted_from_the_observation_so_latency_takes_them_first(evaluator):
+    """prefix_on_grid: with soft_steps K the j-th step after the observation (j <= K) weighs
+    1 - j/(K+1) unless it is frozen (executes before the chunk can arrive). Without latency the
+    K steps after the observation are pulled; one step of latency freezes the first and leaves
+    the second its own weight; from K steps of latency on nothing is pulled, so the chunk's
+    first free step is the first it can still change."""
+    planner: ChunkPlanner = evaluator.planner
+    to = evaluator.cfg.obs_horizon
+    times = np.arange(evaluator.cfg.pred_horizon, dtype=np.int64) * planner.dt_ns
+    on_grid = torch.zeros(len(times), evaluator.cfg.action_dim)
+    weights = {}
+    for late in (0, 1, 2, 3):
+        committed = Commitment(times, np.zeros((len(times), 7)), until_ns=int(times[to - 1 + late]), soft_steps=2)
+        weights[late] = planner.prefix_on_grid(committed, times, on_grid)[1].numpy()
+    tail = [0.0] * (len(times) - to - 2)
+    np.testing.assert_allclose(weights[0], [1.0] * to + [2 / 3, 1 / 3] + tail, atol=1e-6)
+    np.testing.assert_allclose(weights[1], [1.0] * (to + 1) + [1 / 3] + tail, atol=1e-6)
+    np.testing.assert_allclose(weights[2], [1.0] * (to + 2) + tail, atol=1e-6)
+    np.testing.assert_allclose(weights[3], [1.0] * (to + 3) + tail[1:], atol=1e-6)
 
 
 def test_smoothest_junction_scores_the_turn_where_the_free_steps_begin():

@@ -100,9 +100,10 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
                                                  "measured one: no chunk (rad)", range=(0.0, 3.2)),
         "denoising_steps": Param(int, "DDIM steps per chunk; 0 = the checkpoint's num_inference_steps (more: "
                                       "slower, often closer to the trained distribution)", range=(0, 1000)),
-        "inpaint_soft_steps": Param(int, "stitch inpaint: steps after the certainly executed part over which a "
-                                         "new chunk is still guided toward the committed path (weight "
-                                         "decaying linearly); 0 = freeze only what executes before arrival",
+        "inpaint_soft_steps": Param(int, "stitch inpaint: the steps through this many after the chunk's "
+                                         "observation that are not certainly executed are pulled toward the "
+                                         "committed path (weight decaying linearly; latency takes them first); "
+                                         "0 = freeze only what executes before arrival",
                                     range=(0, 64)),
         "inpaint_warm_start": Param(float, "stitch inpaint: share of the denoising steps skipped by starting from "
                                            "the committed path, noised (keeps the plan's mode; fewer network "

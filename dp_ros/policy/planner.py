@@ -19,8 +19,9 @@ from dp_ros.core.interpolator import PoseTrajectory
 class Commitment:
     """What the executing plan has committed when a chunk is requested (real-time chunking): its
     path (the plan and the rest of its chunk's prediction, absolute times), the time until which
-    it will certainly execute (the request time + the expected latency), and over how many steps
-    after that the new chunk is still pulled toward it (0: only the certain part is frozen)."""
+    it will certainly execute (the request time + the expected latency), and through how many
+    steps after the chunk's observation the new chunk is still pulled toward it where not frozen
+    (0: only the certain part is frozen; ChunkPlanner.prefix_on_grid)."""
     times_ns: np.ndarray
     poses: np.ndarray
     until_ns: int
@@ -128,15 +129,21 @@ class ChunkPlanner:
     def prefix_on_grid(self, committed, times, on_grid):
         """The committed path at this chunk's step times (on_grid: (Tp, action dim), the path held
         past its ends), masked to the steps that take part, and each step's weight: 1 up to
-        committed.until_ns (those execute before the chunk can arrive: frozen), then a linear
-        decay over the rest of the path when committed.soft_steps > 0 (guided), 0 beyond (free).
+        committed.until_ns (those execute before the chunk can arrive: frozen); the j-th step after
+        the chunk's observation, j <= committed.soft_steps, if not frozen, 1 - j / (soft_steps + 1)
+        (pulled or guided); 0 beyond (free). The pulled steps are counted from the observation,
+        not from the end of the frozen part: they spend on continuity only steps that latency has
+        not spent already, so the chunk's correction starts soft_steps + 1 steps after its
+        observation or at its first step that can still change, whichever is later (a pull on top
+        of a 300 ms latency cost Push-T its corrections; README "Chunk stitching").
         Steps before the path's start (observation times already past) hold its first pose, so
         the frozen steps are always a prefix of the chunk, as a prefix-trained network saw them."""
         covered = times <= int(committed.times_ns[-1])
         weight = np.zeros(len(times))
         weight[covered & (times <= committed.until_ns)] = 1.0
-        soft = np.nonzero(covered & (times > committed.until_ns))[0][:committed.soft_steps]
-        weight[soft] = 1.0 - (np.arange(len(soft)) + 1) / (committed.soft_steps + 1)
+        after_obs = np.arange(len(times)) - (self.cfg.obs_horizon - 1)
+        soft = covered & (times > committed.until_ns) & (after_obs >= 1) & (after_obs <= committed.soft_steps)
+        weight[soft] = 1.0 - after_obs[soft] / (committed.soft_steps + 1)
         weight = torch.from_numpy(weight.astype(np.float32)).to(self.device)
         return on_grid * (weight > 0).unsqueeze(-1), weight
 
