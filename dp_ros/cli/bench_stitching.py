@@ -74,6 +74,10 @@ def main(argv=None) -> int:
         delays = [float(d) for d in args.delays.split(",") if d.strip()]
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         parsed = [parse_stitch(m) for m in modes]
+        window = args.transition_waypoints
+        if window is not None and not JUNCTION_WAYPOINTS <= window <= MAX_TRANSITION_WAYPOINTS:
+            raise ValueError(f"--transition-waypoints must be in [{JUNCTION_WAYPOINTS}, "
+                             f"{MAX_TRANSITION_WAYPOINTS}], got {window}")
         evaluator = LockstepEvaluator(args.checkpoint or default_checkpoint(), args.config, device=args.device,
                                       seed=args.seed, action_horizon=args.action_horizon)
     except (OSError, ValueError, KeyError) as exc:
@@ -83,14 +87,8 @@ def main(argv=None) -> int:
     # with (`auto` put those in the evaluator's parameters): `blend` is the config's blend.
     config = load_params(args.config or default_config())
     defaults = {key: config[node][key] for key, (node, _) in STITCH_SETTINGS.items()}
-    # one transition window for every cell, long enough for the longest blend among them
-    window = args.transition_waypoints
-    if window is None:
+    if window is None:   # one window for every cell, long enough for the longest blend among them
         window = transition_window(max(spec.get("blend_steps", defaults["blend_steps"]) for spec in parsed))
-    if not JUNCTION_WAYPOINTS <= window <= MAX_TRANSITION_WAYPOINTS:
-        print(f"[dp-ros bench stitching] ERROR: --transition-waypoints must be in [{JUNCTION_WAYPOINTS}, "
-              f"{MAX_TRANSITION_WAYPOINTS}], got {window}", file=sys.stderr)
-        return 2
     bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
                        desc="episodes", unit="ep")
     results, settings = {}, {}
