@@ -183,3 +183,24 @@ def test_the_action_horizon_a_checkpoint_is_shipped_with_is_what_the_scheduler_r
     config.write_text(Path(default_config()).read_text().replace("action_horizon: 0 ", "action_horizon: 40 "))
     with pytest.raises(ValueError, match=rf"{config}: action_horizon 40 is outside \[1, 15\]"):
         deploy_graph(True, out, config)
+
+
+def test_export_records_the_demonstrations_motion_the_planner_holds_chunks_to(tmp_path, capsys):
+    """`--demo-motion-from ZARR`: a checkpoint trained before dp-train recorded the demonstrations'
+    top speed and sharpest turn gets them from its replay buffer; the planner loads them. A buffer
+    that is not there is a clear error and writes nothing."""
+    from dp_ros.data.replay_buffer import ReplayBuffer
+    from dp_ros.policy.demo_motion import DemoMotion
+    from dp_ros.policy.planner import ChunkPlanner
+    from test_train_common import make_store
+
+    store = make_store(tmp_path / "reach.zarr", n_episodes=2, length=8)
+    out = tmp_path / "shipped"
+    assert export([str(default_checkpoint()), str(out), "--demo-motion-from", str(store)]) == 0
+    buf = ReplayBuffer.open(store)
+    expected = DemoMotion.from_actions(buf["action"][:], buf.episode_ends, 2)
+    assert json.loads(capsys.readouterr().out)["demo_motion"] == expected.to_dict()
+    assert ChunkPlanner.from_checkpoint(out, torch.device("cpu")).demo_motion == expected
+    missing = tmp_path / "elsewhere"
+    assert export([str(default_checkpoint()), str(missing), "--demo-motion-from", str(tmp_path / "none.zarr")]) == 2
+    assert "--demo-motion-from" in capsys.readouterr().err and not missing.exists()

@@ -15,7 +15,7 @@ import torch
 from dp_ros.core.scheduler import parse_stitch
 from dp_ros.graph import default_checkpoint, default_config, deploy_graph, load_params, node_params
 from dp_ros.policy.planner import ChunkPlanner, Commitment
-from dp_ros.sim.lockstep import EpisodeTrace, LockstepEvaluator
+from dp_ros.sim.lockstep import EpisodeTrace, LockstepEvaluator, boundary_stats
 
 CHECKPOINT = default_checkpoint()
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,15 +60,22 @@ def test_shipped_pusht_state_model_pushes_the_t_home():
     assert ev.params["policy_node"]["inpaint_soft_steps"] == 2 and ev.params["action_scheduler_node"]["blend_steps"] == 0
     assert ev.params["action_scheduler_node"]["action_horizon"] == 6 < ev.cfg.action_horizon
     assert ev.cfg.train_prefix_steps > 0                      # the frozen steps go in clean
+    # free steps held to its demonstrations' top speed (2.25 cm per step) and sharpest turn
+    assert ev.params["policy_node"]["inpaint_demo_motion"] is True
+    assert ev.planner.demo_motion.step_max == pytest.approx(0.0225, abs=1e-4)
     lo, hi = servo_box()
-    results = []
+    results, traces = [], []
     for i in (1, 2, 6):
-        trace = EpisodeTrace()
-        results.append(ev.run_episode(i, trace))
-        cmd = np.asarray(trace.command_xyz)
+        traces.append(EpisodeTrace())
+        results.append(ev.run_episode(i, traces[-1]))
+        cmd = np.asarray(traces[-1].command_xyz)
         assert np.all(cmd >= lo - 1e-9) and np.all(cmd <= hi + 1e-9), "a command left the workspace box"
     assert sum(r["success"] for r in results) >= 2, results
     assert all(r["failed_chunks"] == 0 for r in results), results
+    # so no junction turns sharper than a demonstration did (m/s^2 on the 10 Hz grid)
+    dt = 1.0 / ev.cfg.control_frequency_hz
+    junctions = boundary_stats(traces, ev.tick_ns * 1e-9, dt)
+    assert junctions["plan_boundary_acc_max"] <= ev.planner.demo_motion.turn_max / dt ** 2 + 1e-6, junctions
 
 
 def test_lockstep_is_reproducible(evaluator):
@@ -291,11 +298,15 @@ def test_stitch_modes_name_their_settings():
                                               "inpaint_warm_start": 0.0, "inpaint_guidance": 5.0}
     assert parse_stitch("inpaint:0:0:0::16") == {"stitch": "inpaint", "inpaint_soft_steps": 0, "inpaint_warm_start": 0.0,
                                                  "blend_steps": 0, "inpaint_candidates": 16}
-    for bad in ("none:3", "blend:1:2", "inpaint:1:0:0:9:1:2"):
+    assert parse_stitch("inpaint:2:0:0::8:0") == {"stitch": "inpaint", "inpaint_soft_steps": 2, "inpaint_warm_start": 0.0,
+                                                  "blend_steps": 0, "inpaint_candidates": 8,
+                                                  "inpaint_demo_motion": False}
+    assert parse_stitch("inpaint::::::1") == {"stitch": "inpaint", "inpaint_demo_motion": True}
+    for bad in ("none:3", "blend:1:2", "inpaint:1:0:0:9:1:1:2"):
         with pytest.raises(ValueError, match="expected blend"):
             parse_stitch(bad)
-    for bad in ("smooth", "inpaint:x"):
-        with pytest.raises(ValueError, match="unknown stitch mode|must be a number"):
+    for bad in ("smooth", "inpaint:x", "inpaint::::::yes"):
+        with pytest.raises(ValueError, match="unknown stitch mode|must be a number|must be 0 or 1"):
             parse_stitch(bad)
 
 
@@ -323,7 +334,6 @@ def test_bad_settings_are_refused():
 def test_boundary_figures_separate_junctions_from_the_plans_own_motion():
     """boundary_stats: a junction's acceleration is the second difference of the waypoint path
     across it; the interior figure is the plans' own, so a seamless join is one no sharper."""
-    from dp_ros.sim.lockstep import boundary_stats
     dt_ns = 100_000_000
     t = np.arange(5) * dt_ns
     straight = np.outer(np.arange(5), [0.01, 0.0, 0.0])           # 0.1 m/s, no acceleration
@@ -426,7 +436,8 @@ def test_candidate_chunks_keep_the_frozen_prefix_and_leave_it_more_smoothly():
         for ref in range(3):
             times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(ref))
             for n in turns:
-                committed = Commitment(times, poses, until_ns=int(times[k - 1]), candidates=n)
+                committed = Commitment(times, poses, until_ns=int(times[k - 1]), candidates=n,
+                                       demo_motion=False)     # the choice alone
                 for s in range(50, 53):
                     calls.clear()
                     c = planner.plan(obs, generator=torch.Generator().manual_seed(s), committed=committed)[1]
@@ -456,12 +467,48 @@ def test_pulled_steps_spread_the_turn_that_every_candidate_makes():
         away = poses.copy()
         away[now:, :3] = 2 * poses[now, :3] - poses[now:, :3]
         for soft in turns:
-            committed = Commitment(times, away, until_ns=int(times[k - 1]), soft_steps=soft, candidates=8)
+            committed = Commitment(times, away, until_ns=int(times[k - 1]), soft_steps=soft, candidates=8,
+                                   demo_motion=False)     # the sampler alone
             for s in range(60, 63):
                 c = planner.plan(obs, generator=torch.Generator().manual_seed(s), committed=committed)[1]
                 np.testing.assert_allclose(c[:k], away[:k], atol=1e-6)
                 turns[soft].append(np.linalg.norm(np.diff(c[k - 2:k + 6, :2], n=2, axis=0), axis=1).max())
     assert np.mean(turns[6]) < 0.7 * np.mean(turns[0]), {n: np.mean(t) for n, t in turns.items()}   # ~0.4
+
+
+def test_free_steps_leave_the_committed_path_within_the_demonstrations_motion():
+    """With a DemoMotion (the checkpoint's demo_motion) and the Commitment's demo_motion on, the
+    chunk's free steps move no faster and turn no sharper than the limits where they leave the
+    frozen prefix, and the frozen steps come out exactly as committed; with it off (or without
+    limits) the same sample runs as drawn. The committed path heads away from where the policy
+    wants to go (its own plan mirrored), so the drawn chunk has to turn back sharply."""
+    from dp_ros.policy.demo_motion import DemoMotion
+    torch.set_num_threads(1)
+    ev = LockstepEvaluator(ROOT / "models" / "pusht_state_policy", seed=100_000)
+    planner: ChunkPlanner = ev.planner
+    obs = _observation(ev)
+    now, k = ev.cfg.obs_horizon - 1, ev.cfg.obs_horizon + 2
+    times, poses = planner.plan(obs, generator=torch.Generator().manual_seed(0))
+    away = poses.copy()
+    away[now:, :3] = 2 * poses[now, :3] - poses[now:, :3]
+    drawn = planner.plan(obs, generator=torch.Generator().manual_seed(7),
+                         committed=Commitment(times, away, until_ns=int(times[k - 1]), demo_motion=False))[1]
+    steps = np.linalg.norm(np.diff(drawn[k - 1:, :2], axis=0), axis=1)
+    limits = DemoMotion(step_max=0.5 * steps.max(), turn_max=0.5 * steps.max(), position_dims=2)
+    saved, planner.demo_motion = planner.demo_motion, limits
+    try:
+        held = planner.plan(obs, generator=torch.Generator().manual_seed(7),
+                            committed=Commitment(times, away, until_ns=int(times[k - 1])))[1]
+        off = planner.plan(obs, generator=torch.Generator().manual_seed(7),
+                           committed=Commitment(times, away, until_ns=int(times[k - 1]), demo_motion=False))[1]
+    finally:
+        planner.demo_motion = saved
+    np.testing.assert_array_equal(off, drawn)
+    np.testing.assert_allclose(held[:k], away[:k], atol=1e-6)
+    np.testing.assert_array_equal(held[:, 2:], drawn[:, 2:])        # height and orientation: as drawn
+    assert np.linalg.norm(np.diff(held[k - 1:, :2], axis=0), axis=1).max() <= limits.step_max + 1e-9
+    assert np.linalg.norm(np.diff(held[k - 2:, :2], n=2, axis=0), axis=1).max() <= limits.turn_max + 1e-9
+    assert np.abs(held[k:, :2] - drawn[k:, :2]).max() > 1e-3
 
 
 def test_pulled_steps_are_counted_from_the_observation_so_latency_takes_them_first(evaluator):

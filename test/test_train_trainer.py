@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from dp_ros.data.replay_buffer import ReplayBuffer
 from dp_ros.policy.checkpoint import load_checkpoint, load_training_state, read_checkpoint_meta
+from dp_ros.policy.demo_motion import DemoMotion
 from dp_ros.policy.config import PolicyConfig
 from dp_ros.train import cli
 from dp_ros.train.config import ConfigError
@@ -86,6 +88,9 @@ def test_training_writes_deployable_checkpoints(store, tmp_path):
         assert extra["n_episodes"] == 6 and extra["data_path"] == str(store.resolve())
         assert extra["command_line"] == "dp-train test" and extra["wall_time_s"] > 0
         assert "git_commit" in extra and extra["train_config"]["training"]["max_steps"] == 6
+        # the demonstrations' top speed and sharpest turn, which stitch inpaint holds chunks to
+        buf = ReplayBuffer.open(store)
+        assert extra["demo_motion"] == DemoMotion.from_actions(buf["action"][:], buf.episode_ends, 2).to_dict()
         out = policy.predict_action({"top": torch.rand(1, 2, 3, 48, 48),
                                      "robot_pose": torch.full((1, 2, 2), 0.5)})
         assert out["action"].shape == (1, 4, 2) and torch.isfinite(out["action"]).all()

@@ -9,10 +9,11 @@ new plan's first three, the transition the same through the end of the longest b
 modes, one window for every cell) and of the servo command after a junction, its largest jerk,
 and the mean distance between the old plan and the new chunk over their overlap. A mode is `blend`,
 `ensemble`, `none` or `inpaint`: `blend:B` blends over B steps (default: the config's blend_steps);
-`inpaint:K:W:B:G:N` adds K pulled overlap steps, a warm start W (the share of denoising steps skipped
+`inpaint:K:W:B:G:N:M` adds K pulled overlap steps, a warm start W (the share of denoising steps skipped
 by starting from the committed path), B blend steps for what offset is left, guidance G (> 0:
-the pulled steps are guided through the network instead of replaced) and N candidate chunks (the
-one whose free steps leave the frozen prefix with the smallest turn runs); `inpaint:4`,
+the pulled steps are guided through the network instead of replaced), N candidate chunks (the
+one whose free steps leave the frozen prefix with the smallest turn runs) and M = 1 / 0: the free
+steps held to the demonstrations' top speed and sharpest turn (the checkpoint's demo_motion) or not; `inpaint:4`,
 `inpaint:4:0.5`, `inpaint:4:0:0:5`, `inpaint:0:0:0:0:16`; `inpaint:0:0:0` = frozen prefix only; an
 empty field keeps the config's value).
 `--horizon-start` sets where each chunk's Ta executed steps are counted from (arrival or
@@ -34,7 +35,7 @@ FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "plan_b
            "plan_transition_acc_max", "plan_transition_acc_p99", "plan_interior_acc_p99", "command_boundary_acc_max",
            "command_boundary_jerk_max", "overlap_distance_mean")
 SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "inpaint_guidance", "inpaint_candidates",
-            "blend_steps", "horizon_start",
+            "inpaint_demo_motion", "blend_steps", "horizon_start",
             "action_horizon", "denoising_steps")
 
 
@@ -44,9 +45,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--delays", default="0,100,200,300,400", help="injected inference delays, ms")
     ap.add_argument("--modes", default="none,blend,ensemble,inpaint,inpaint:4",
-                    help="stitch modes; blend:B = B blend steps; inpaint:K[:W[:B[:G[:N]]]] = K pulled overlap "
-                         "steps, warm start W, B blend steps, guidance G (0: the pulled steps are replaced), N "
-                         "candidate chunks (the smoothest continuation of the frozen prefix runs)")
+                    help="stitch modes; blend:B = B blend steps; inpaint:K[:W[:B[:G[:N[:M]]]]] = K pulled "
+                         "overlap steps, warm start W, B blend steps, guidance G (0: the pulled steps are replaced), "
+                         "N candidate chunks (the smoothest continuation of the frozen prefix runs), M 1/0: free "
+                         "steps held to the demonstrations' motion")
     ap.add_argument("--horizon-start", default=None, choices=HORIZON_STARTS,
                     help="where each chunk's Ta executed steps are counted from (default: the config's)")
     ap.add_argument("--action-horizon", type=int, default=None,

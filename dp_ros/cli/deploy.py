@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped model)")
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--episodes", type=int, default=3, help="sim episodes to run")
-    ap.add_argument("--stitch", default=None, help="how chunks join: none, blend[:B], ensemble, inpaint[:K[:W[:B[:G[:N]]]]] "
+    ap.add_argument("--stitch", default=None, help="how chunks join: none, blend[:B], ensemble, "
+                                                   "inpaint[:K[:W[:B[:G[:N[:M]]]]]] "
                                                    "or auto (default: the config's action_scheduler_node.stitch; "
                                                    "auto: the checkpoint's recommendation, else inpaint; fields as "
                                                    "in `dp-ros bench stitching`, left out: the config's)")

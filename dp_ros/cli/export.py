@@ -24,13 +24,18 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--force", action="store_true", help="overwrite a checkpoint already in OUT")
     ap.add_argument("--stitch", default=None,
                     help="how this policy's chunks should join: none, ensemble, blend[:B] or "
-                         "inpaint[:K[:W[:B[:G[:N]]]]] (B blend steps, K pulled steps, W warm start, G guidance, N "
-                         "candidate chunks; e.g. inpaint:0:0:0 = the frozen prefix alone). The deploy graph "
-                         "runs it where the config says `stitch: auto` (its default)")
+                         "inpaint[:K[:W[:B[:G[:N[:M]]]]]] (B blend steps, K pulled steps, W warm start, G "
+                         "guidance, N candidate chunks, M 1/0: free steps held to the demonstrations' motion; "
+                         "e.g. inpaint:0:0:0 = the frozen prefix alone). The deploy graph runs it where the "
+                         "config says `stitch: auto` (its default)")
     ap.add_argument("--action-horizon", type=int, default=None,
                     help="Ta, waypoints this policy should execute per chunk when deployed, if not the Ta it "
                          "was trained with (1 .. Tp - To + 1). The deploy graph runs it where the config says "
                          "`action_horizon: 0` (its default)")
+    ap.add_argument("--demo-motion-from", default=None, metavar="ZARR",
+                    help="record the demonstrations' top speed and sharpest turn from this replay buffer (the "
+                         "one the checkpoint was trained on), for a checkpoint trained before dp-train recorded "
+                         "them; stitch inpaint holds each chunk's free steps to them")
     return ap
 
 
@@ -70,12 +75,34 @@ def main(argv=None) -> int:
             return 2
     if deploy:
         extra["deploy"] = deploy
+    if args.demo_motion_from:
+        try:
+            extra["demo_motion"] = demo_motion_from(args.demo_motion_from, policy)
+        except (OSError, ValueError) as exc:
+            print(f"[dp-ros export] ERROR: --demo-motion-from: {exc}", file=sys.stderr)
+            return 2
     dtype = None if args.weights_dtype == "float32" else args.weights_dtype
     save_checkpoint(out, policy, extra=extra, weights_dtype=dtype)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(json.dumps({"checkpoint": str(out), "from": str(src), "weights_dtype": args.weights_dtype,
-                      "bytes": size, "deploy": extra.get("deploy", {})}))
+                      "bytes": size, "deploy": extra.get("deploy", {}), "demo_motion": extra.get("demo_motion")}))
     return 0
+
+
+def demo_motion_from(path, policy) -> dict:
+    """DemoMotion of the replay buffer at path, for the policy's action space."""
+    from dp_ros.core.robot_features import robot_spec
+    from dp_ros.data.replay_buffer import ReplayBuffer
+    from dp_ros.train.data import demo_motion_of
+
+    buf = ReplayBuffer.open(path)
+    cfg = policy.config
+    if "action" not in buf.keys or buf["action"].shape[1] != cfg.action_dim:
+        raise ValueError(f"{path} has no 'action' array of the policy's dim {cfg.action_dim}")
+    motion = demo_motion_of(buf, robot_spec(policy.checkpoint_extra or {}, cfg.lowdim_obs, cfg.action_dim))
+    if motion is None:
+        raise ValueError(f"{path} has no episode of 3 steps or more")
+    return motion
 
 
 if __name__ == "__main__":

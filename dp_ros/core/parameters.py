@@ -116,6 +116,10 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
                                          "noise); the one whose free steps leave the frozen prefix with the "
                                          "smallest turn runs. 1 = one sample. Inference time grows with it",
                                     range=(1, 64)),
+        "inpaint_demo_motion": Param(bool, "stitch inpaint: where a chunk's free steps leave the committed path "
+                                           "they move no faster and turn no sharper than any demonstration did "
+                                           "(the checkpoint's demo_motion; a checkpoint without one is "
+                                           "unaffected)"),
         "inference_realtime_priority": Param(
             int, "SCHED_RR priority of the inference process when a core stays free for the rest "
                  "(above the streaming nodes' 10, below the servo loop's); 0 = normal scheduling", range=(0, 99)),

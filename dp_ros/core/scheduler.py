@@ -69,26 +69,39 @@ DEFAULT_STITCH = "inpaint"
 
 # The settings a stitch mode reads, and the node that holds each (a checkpoint may recommend them
 # with its mode: `dp-ros export --stitch inpaint:0:0:0`).
+def _flag(value) -> bool:
+    """A stitch field that is on or off: '1' / '0' in a mode's text, a bool where one was stored."""
+    if isinstance(value, bool):
+        return value
+    if str(value).strip() not in ("0", "1"):
+        raise ValueError(f"expected 0 or 1, got {value!r}")
+    return str(value).strip() == "1"
+
+
 STITCH_SETTINGS = {"inpaint_soft_steps": ("policy_node", int), "inpaint_warm_start": ("policy_node", float),
                    "inpaint_guidance": ("policy_node", float), "inpaint_candidates": ("policy_node", int),
-                   "blend_steps": ("action_scheduler_node", int)}
+                   "inpaint_demo_motion": ("policy_node", _flag), "blend_steps": ("action_scheduler_node", int)}
+INPAINT_FIELDS = ["inpaint_soft_steps", "inpaint_warm_start", "blend_steps", "inpaint_guidance", "inpaint_candidates",
+                  "inpaint_demo_motion"]
 
 
 def parse_stitch(text: str) -> dict:
-    """'none' | 'ensemble' | 'blend[:B]' | 'inpaint[:K[:W[:B[:G[:N]]]]]' -> {"stitch": mode} plus
-    the settings given: B blend steps, K pulled overlap steps, W warm start, G guidance (the pulled
-    steps guided through the network, its weight capped at G; 0 = replacement), N candidate chunks
-    (the one leaving the frozen prefix most smoothly runs). An empty field is not given (the
-    config's value applies): 'inpaint::0.5' sets only the warm start."""
+    """'none' | 'ensemble' | 'blend[:B]' | 'inpaint[:K[:W[:B[:G[:N[:M]]]]]]' -> {"stitch": mode}
+    plus the settings given: B blend steps, K pulled overlap steps, W warm start, G guidance (the
+    pulled steps guided through the network, its weight capped at G; 0 = replacement), N candidate
+    chunks (the one leaving the frozen prefix most smoothly runs), M 1/0: the free steps held to the
+    demonstrations' motion or not. An empty field is not given (the config's value applies):
+    'inpaint::0.5' sets only the warm start."""
     name, *fields = text.strip().split(":")
     if name not in STITCH_MODES:
         raise ValueError(f"unknown stitch mode {name!r} (one of {', '.join(STITCH_MODES)})")
     if name == "blend" and len(fields) <= 1:
         keys = ["blend_steps"]
-    elif name == "inpaint" and len(fields) <= 5:
-        keys = ["inpaint_soft_steps", "inpaint_warm_start", "blend_steps", "inpaint_guidance", "inpaint_candidates"]
+    elif name == "inpaint" and len(fields) <= len(INPAINT_FIELDS):
+        keys = INPAINT_FIELDS
     elif fields:
-        raise ValueError(f"expected blend[:B] or inpaint[:K[:W[:B[:G[:N]]]]] (others take no fields), got {text!r}")
+        raise ValueError(f"expected blend[:B] or inpaint[:K[:W[:B[:G[:N[:M]]]]]] (others take no fields), "
+                         f"got {text!r}")
     else:
         keys = []
     spec = {"stitch": name}
@@ -97,7 +110,8 @@ def parse_stitch(text: str) -> dict:
             try:
                 spec[key] = STITCH_SETTINGS[key][1](field)
             except ValueError:
-                raise ValueError(f"{key} must be a number, got {field!r} in {text!r}") from None
+                raise ValueError(f"{key} must be {'0 or 1' if key == 'inpaint_demo_motion' else 'a number'}, "
+                                 f"got {field!r} in {text!r}") from None
     return spec
 
 

@@ -13,6 +13,7 @@ import torch
 from dp_ros.core import timing
 from dp_ros.core.action_space import ActionSpace
 from dp_ros.core.interpolator import PoseTrajectory
+from dp_ros.policy.demo_motion import DemoMotion
 
 
 @dataclass
@@ -29,13 +30,14 @@ class Commitment:
     warm_start: float = 0.0      # > 0: sampling starts from the path, noised (predict_action's warm_start)
     guidance: float = 0.0        # > 0: the soft steps are guided through the network (predict_action's guidance)
     candidates: int = 1          # > 1: that many chunks are sampled, the one joining the path most smoothly runs
+    demo_motion: bool = True     # the free steps are held to the checkpoint's DemoMotion, where it has one
 
     @classmethod
     def from_params(cls, times_ns, poses, until_ns: int, p: dict) -> "Commitment":
         """With the inpainting settings of policy_node's parameters p (the node and the lockstep
         evaluator both build it so)."""
         return cls(times_ns, poses, until_ns, p["inpaint_soft_steps"], p["inpaint_warm_start"],
-                   p["inpaint_guidance"], p["inpaint_candidates"])
+                   p["inpaint_guidance"], p["inpaint_candidates"], p["inpaint_demo_motion"])
 
 
 def smoothest_junction(chunks: np.ndarray, first_free: int, position_dims: int) -> int:
@@ -57,8 +59,10 @@ def smoothest_junction(chunks: np.ndarray, first_free: int, position_dims: int) 
 
 
 class ChunkPlanner:
-    def __init__(self, policy, robot: dict, device, denoising_steps: int = 0):
-        """denoising_steps: DDIM steps per chunk, 0 = the checkpoint's num_inference_steps."""
+    def __init__(self, policy, robot: dict, device, denoising_steps: int = 0, demo_motion: DemoMotion | None = None):
+        """denoising_steps: DDIM steps per chunk, 0 = the checkpoint's num_inference_steps;
+        demo_motion: the training data's motion, which a chunk's free steps are held to where they
+        join a committed path (None: they are not)."""
         self.policy = policy
         self.cfg = policy.config
         if not 0 <= int(denoising_steps) <= self.cfg.num_train_timesteps:
@@ -69,6 +73,10 @@ class ChunkPlanner:
         self.robot = robot
         self.action_space = ActionSpace(robot["action_space"], np.asarray(robot["fixed_pose"]))
         self.dt_ns = int(round(1e9 / self.cfg.control_frequency_hz))
+        if demo_motion is not None and demo_motion.position_dims != self.action_space.position_dims:
+            raise ValueError(f"checkpoint demo_motion is over {demo_motion.position_dims} position dims, its "
+                             f"action space {robot['action_space']!r} has {self.action_space.position_dims}")
+        self.demo_motion = demo_motion
 
     @classmethod
     def from_checkpoint(cls, checkpoint, device, denoising_steps: int = 0) -> "ChunkPlanner":
@@ -79,8 +87,10 @@ class ChunkPlanner:
 
         policy = load_checkpoint(checkpoint, device=device)
         cfg = policy.config
-        robot = robot_spec(getattr(policy, "checkpoint_extra", None) or {}, cfg.lowdim_obs, cfg.action_dim)
-        return cls(policy, robot, device, denoising_steps)
+        extra = getattr(policy, "checkpoint_extra", None) or {}
+        robot = robot_spec(extra, cfg.lowdim_obs, cfg.action_dim)
+        motion = DemoMotion.from_dict(extra["demo_motion"]) if extra.get("demo_motion") else None
+        return cls(policy, robot, device, denoising_steps, motion)
 
     def to_tensors(self, obs) -> dict:
         batch = {}
@@ -115,14 +125,18 @@ class ChunkPlanner:
                                              prefix_weight=weight, initial=initial, warm_start=warm,
                                              guidance=guidance, num_samples=samples)
         candidates = out["action_pred"].float().cpu().numpy()
-        pick = 0
-        if samples > 1:
+        pick = first_free = 0
+        if weight is not None:
             free = np.nonzero(weight.cpu().numpy() < 1.0)[0]
-            pick = smoothest_junction(candidates, int(free[0]) if len(free) else len(times),
-                                      self.action_space.position_dims)
+            first_free = int(free[0]) if len(free) else len(times)
+        if samples > 1:
+            pick = smoothest_junction(candidates, first_free, self.action_space.position_dims)
         actions = candidates[pick]
         if not np.all(np.isfinite(actions)):
             raise ValueError("policy produced non-finite actions; chunk discarded")
+        if weight is not None and committed.demo_motion and self.demo_motion is not None:
+            # where it leaves the committed path, no faster and no sharper than any demonstration
+            actions = self.demo_motion.follow(actions, first_free)
         poses = np.stack([self.action_space.to_pose(a) for a in actions])
         return times, poses
 

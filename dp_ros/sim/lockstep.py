@@ -94,7 +94,8 @@ class LockstepEvaluator:
     def configure(self, delay_s: float = 0.0, stitch: str | None = None, inpaint_soft_steps: int | None = None,
                   inpaint_warm_start: float | None = None, blend_steps: int | None = None,
                   horizon_start: str | None = None, inpaint_guidance: float | None = None,
-                  action_horizon: int | None = None, inpaint_candidates: int | None = None):
+                  action_horizon: int | None = None, inpaint_candidates: int | None = None,
+                  inpaint_demo_motion: bool | None = None):
         """Settings that may change between runs of one evaluator (the model stays loaded);
         action_horizon 0 = the checkpoint's (graph.executed_steps)."""
         from dp_ros.core.parameters import NODE_PARAMETERS
@@ -110,6 +111,7 @@ class LockstepEvaluator:
                                  ("policy_node", "inpaint_warm_start", inpaint_warm_start),
                                  ("policy_node", "inpaint_guidance", inpaint_guidance),
                                  ("policy_node", "inpaint_candidates", inpaint_candidates),
+                                 ("policy_node", "inpaint_demo_motion", inpaint_demo_motion),
                                  ("action_scheduler_node", "blend_steps", blend_steps),
                                  ("action_scheduler_node", "horizon_start", horizon_start)):
             if value is not None:
@@ -293,6 +295,7 @@ class LockstepEvaluator:
                        inpaint_warm_start=self.params["policy_node"]["inpaint_warm_start"],
                        inpaint_guidance=self.params["policy_node"]["inpaint_guidance"],
                        inpaint_candidates=self.params["policy_node"]["inpaint_candidates"],
+                       inpaint_demo_motion=self.params["policy_node"]["inpaint_demo_motion"],
                        blend_steps=self.params["action_scheduler_node"]["blend_steps"],
                        horizon_start=self.params["action_scheduler_node"]["horizon_start"],
                        action_horizon=self.params["action_scheduler_node"]["action_horizon"],

@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from dp_ros.core.action_space import ActionSpace
 from dp_ros.core.robot_features import robot_spec
 from dp_ros.data.dataset import SequenceDataset
 from dp_ros.data.replay_buffer import ReplayBuffer
 from dp_ros.policy.config import PolicyConfig
+from dp_ros.policy.demo_motion import DemoMotion
 from dp_ros.policy.normalizer import LinearNormalizer
 from dp_ros.train.config import ConfigError, DataConfig, TrainConfig
 from dp_ros.train.distributed import info
@@ -93,7 +95,18 @@ def inspect_data(cfg: TrainConfig) -> dict:
         info(f"warning: data.task={d.task!r} but the data says {task!r}; using the data's")
     return {"path": str(Path(d.path).resolve()), "frequency": freq,
             "cameras": cam_hw, "lowdim": lowdim_dims, "action_dim": action_dim,
-            "n_episodes": buf.n_episodes, "task": task or d.task, "robot": robot}
+            "n_episodes": buf.n_episodes, "task": task or d.task, "robot": robot,
+            "demo_motion": demo_motion_of(buf, robot)}
+
+
+def demo_motion_of(buf: ReplayBuffer, robot: dict) -> dict | None:
+    """The demonstrations' top speed and sharpest turn (DemoMotion) over the whole buffer, for the
+    checkpoint; None when no episode is long enough to have a turn."""
+    dims = ActionSpace(robot["action_space"], np.asarray(robot["fixed_pose"])).position_dims
+    try:
+        return DemoMotion.from_actions(buf["action"][:buf.n_steps], buf.episode_ends, dims).to_dict()
+    except ValueError:
+        return None
 
 
 def make_dataset(path, pcfg: PolicyConfig, episodes, image_size=None,

@@ -223,7 +223,7 @@ class Trainer:
             "weights": "ema", "weights_dtype": cfg.checkpoint.weights_dtype,
             "data_path": di["path"], "n_episodes": di["n_episodes"],
             "train_episodes": self.train_episodes, "val_episodes": self.val_episodes,
-            "data_frequency_hz": di["frequency"],
+            "data_frequency_hz": di["frequency"], "demo_motion": di["demo_motion"],
             "steps": self.step, "epoch": self.epoch, "max_steps": cfg.training.max_steps,
             "global_batch_size": cfg.training.batch_size * self.dist.world,
             "world_size": self.dist.world, "device": str(self.device),
