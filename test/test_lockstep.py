@@ -382,7 +382,7 @@ def test_a_stitch_named_with_settings_runs_with_them_in_the_graph_and_in_lockste
     ev = LockstepEvaluator(CHECKPOINT, stitch="blend:5")
     assert ev.stitch == "blend" and ev.params["action_scheduler_node"]["blend_steps"] == 5
     with pytest.raises(ValueError, match="expected blend"):
-        deploy_graph(True, CHECKPOINT, stitch="inpaint:1:0:3:4:5:6")
+        deploy_graph(True, CHECKPOINT, stitch="inpaint:1:0:3:4:5:1:7")
 
 
 def test_guidance_on_a_prefix_trained_network_steers_only_the_pulled_steps():
