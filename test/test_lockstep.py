@@ -499,16 +499,20 @@ def test_free_steps_leave_the_committed_path_within_the_demonstrations_motion():
     try:
         held = planner.plan(obs, generator=torch.Generator().manual_seed(7),
                             committed=Commitment(times, away, until_ns=int(times[k - 1])))[1]
+        held_m = planner.held_m
         off = planner.plan(obs, generator=torch.Generator().manual_seed(7),
                            committed=Commitment(times, away, until_ns=int(times[k - 1]), demo_motion=False))[1]
     finally:
         planner.demo_motion = saved
     np.testing.assert_array_equal(off, drawn)
+    assert planner.held_m == 0.0               # reported: the last chunk (off) ran as drawn
     np.testing.assert_allclose(held[:k], away[:k], atol=1e-6)
     np.testing.assert_array_equal(held[:, 2:], drawn[:, 2:])        # height and orientation: as drawn
     assert np.linalg.norm(np.diff(held[k - 1:, :2], axis=0), axis=1).max() <= limits.step_max + 1e-9
     assert np.linalg.norm(np.diff(held[k - 2:, :2], n=2, axis=0), axis=1).max() <= limits.turn_max + 1e-9
     assert np.abs(held[k:, :2] - drawn[k:, :2]).max() > 1e-3
+    # how far it was moved, as the policy node reports it in its diagnostics
+    assert held_m == pytest.approx(np.linalg.norm(held[:, :2] - drawn[:, :2], axis=1).max(), abs=1e-6)
 
 
 def test_pulled_steps_are_counted_from_the_observation_so_latency_takes_them_first(evaluator):

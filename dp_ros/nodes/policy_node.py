@@ -62,6 +62,8 @@ class PolicyNode(Node):
 
         self.latencies = []        # request received -> chunk published, s
         self.compute_s = []        # the network alone, in the inference process
+        self.held_chunks = 0       # chunks moved to keep to the demonstrations' motion (inpaint_demo_motion)
+        self.held_max_m = 0.0      # and the most any was moved
         self.chunks = 0
         self.failures = 0
         self.last_error = ""
@@ -149,7 +151,7 @@ class PolicyNode(Node):
                                                  self.p["fixed_pose_max_angle_rad"])
                     if problem:
                         raise ValueError(problem)
-                    times, poses, compute_s = self.worker.plan(obs, self._commitment())
+                    times, poses, compute_s, held_m = self.worker.plan(obs, self._commitment())
                 except (StaleObservation, ValueError) as exc:
                     self.failures += 1
                     self.last_error = str(exc)
@@ -161,6 +163,9 @@ class PolicyNode(Node):
                 self.latencies.append(time.perf_counter() - t_request)
                 self.compute_s.append(compute_s)
                 del self.latencies[:-200], self.compute_s[:-200]
+                if held_m > 0:    # the network left its demonstrations' motion where the chunk joins
+                    self.held_chunks += 1
+                    self.held_max_m = max(self.held_max_m, held_m)
         except Exception as exc:  # noqa: BLE001 - no silent death: the heartbeat stops, diagnostics say why
             self.fatal = f"inference stopped: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.fatal)
@@ -180,7 +185,9 @@ class PolicyNode(Node):
     def _report(self):
         lat = np.asarray(self.latencies[-100:]) * 1e3
         net = np.asarray(self.compute_s[-100:]) * 1e3
-        values = {"chunks": self.chunks, "failures": self.failures, "device": self.worker.info.get("device", "")}
+        values = {"chunks": self.chunks, "failures": self.failures, "device": self.worker.info.get("device", ""),
+                  "chunks_held_to_demo_motion": self.held_chunks,
+                  "demo_motion_held_max_cm": f"{self.held_max_m * 100:.1f}"}
         if lat.size:
             values.update(latency_ms_median=f"{np.median(lat):.1f}", latency_ms_p90=f"{np.percentile(lat, 90):.1f}",
                           latency_ms_max=f"{lat.max():.1f}", network_ms_median=f"{np.median(net):.1f}")

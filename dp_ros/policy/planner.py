@@ -77,6 +77,7 @@ class ChunkPlanner:
             raise ValueError(f"checkpoint demo_motion is over {demo_motion.position_dims} position dims, its "
                              f"action space {robot['action_space']!r} has {self.action_space.position_dims}")
         self.demo_motion = demo_motion
+        self.held_m = 0.0     # the last chunk: how far following demo_motion moved it from the sample (m)
 
     @classmethod
     def from_checkpoint(cls, checkpoint, device, denoising_steps: int = 0) -> "ChunkPlanner":
@@ -134,9 +135,13 @@ class ChunkPlanner:
         actions = candidates[pick]
         if not np.all(np.isfinite(actions)):
             raise ValueError("policy produced non-finite actions; chunk discarded")
+        self.held_m = 0.0
         if weight is not None and committed.demo_motion and self.demo_motion is not None:
             # where it leaves the committed path, no faster and no sharper than any demonstration
-            actions = self.demo_motion.follow(actions, first_free)
+            held = self.demo_motion.follow(actions, first_free)
+            dims = self.action_space.position_dims
+            self.held_m = float(np.linalg.norm(held[:, :dims] - actions[:, :dims], axis=1).max())
+            actions = held
         poses = np.stack([self.action_space.to_pose(a) for a in actions])
         return times, poses
 

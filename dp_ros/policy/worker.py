@@ -62,13 +62,14 @@ def _serve(conn, checkpoint: str, device: str, threads: int, nice: int, rt_prior
         t = time.perf_counter()
         try:
             times, poses = planner.plan(obs, committed=committed)
-            conn.send(("ok", times, poses, time.perf_counter() - t))
+            conn.send(("ok", times, poses, time.perf_counter() - t, planner.held_m))
         except Exception as exc:  # noqa: BLE001 - a bad observation fails one chunk, not the process
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class InferenceProcess:
-    """Parent side: start(), plan(obs, committed=None) -> (times, poses, compute_s), close()."""
+    """Parent side: start(), plan(obs, committed=None) -> (times, poses, compute_s, held_m), close();
+    held_m: how far the chunk was moved from the sample to keep to the demonstrations' motion."""
 
     def __init__(self, checkpoint, device: str = "auto", threads: int = 0, nice: int = 0, rt_priority: int = 0,
                  denoising_steps: int = 0):
