@@ -13,9 +13,9 @@ and the mean distance between the old plan and the new chunk over their overlap.
 by starting from the committed path), B blend steps for what offset is left, guidance G (> 0:
 the pulled steps are guided through the network instead of replaced), N candidate chunks (the
 one whose free steps leave the frozen prefix with the smallest turn runs) and M = 1 / 0: the free
-steps held to the demonstrations' top speed and sharpest turn (the checkpoint's demo_motion) or not; `inpaint:4`,
-`inpaint:4:0.5`, `inpaint:4:0:0:5`, `inpaint:0:0:0:0:16`; `inpaint:0:0:0` = frozen prefix only; an
-empty field keeps the config's value).
+steps held to the demonstrations' top speed and sharpest turn (the checkpoint's demo_motion) or
+not; `inpaint:4`, `inpaint:4:0.5`, `inpaint:4:0:0:5`, `inpaint:0:0:0:0:16`, `inpaint:2:0:0::8:0`;
+`inpaint:0:0:0` = frozen prefix only; an empty field keeps the config's value).
 `--horizon-start` sets where each chunk's Ta executed steps are counted from (arrival or
 observation; default: the config's) for every cell, `--action-horizon` how many there are. The episodes and sampling seeds are the same
 for every cell, so the cells differ only by mode and delay.

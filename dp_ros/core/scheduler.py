@@ -67,8 +67,6 @@ STITCH_AUTO = "auto"
 DEFAULT_STITCH = "inpaint"
 
 
-# The settings a stitch mode reads, and the node that holds each (a checkpoint may recommend them
-# with its mode: `dp-ros export --stitch inpaint:0:0:0`).
 def _flag(value) -> bool:
     """A stitch field that is on or off: '1' / '0' in a mode's text, a bool where one was stored."""
     if isinstance(value, bool):
@@ -78,9 +76,12 @@ def _flag(value) -> bool:
     return str(value).strip() == "1"
 
 
+# The settings a stitch mode reads, and the node that holds each (a checkpoint may recommend them
+# with its mode: `dp-ros export --stitch inpaint:0:0:0`).
 STITCH_SETTINGS = {"inpaint_soft_steps": ("policy_node", int), "inpaint_warm_start": ("policy_node", float),
                    "inpaint_guidance": ("policy_node", float), "inpaint_candidates": ("policy_node", int),
                    "inpaint_demo_motion": ("policy_node", _flag), "blend_steps": ("action_scheduler_node", int)}
+# an inpaint mode's fields, in order: inpaint:K:W:B:G:N:M
 INPAINT_FIELDS = ["inpaint_soft_steps", "inpaint_warm_start", "blend_steps", "inpaint_guidance", "inpaint_candidates",
                   "inpaint_demo_motion"]
 
@@ -107,10 +108,11 @@ def parse_stitch(text: str) -> dict:
     spec = {"stitch": name}
     for key, field in zip(keys, fields):
         if field.strip():
+            kind = STITCH_SETTINGS[key][1]
             try:
-                spec[key] = STITCH_SETTINGS[key][1](field)
+                spec[key] = kind(field)
             except ValueError:
-                raise ValueError(f"{key} must be {'0 or 1' if key == 'inpaint_demo_motion' else 'a number'}, "
+                raise ValueError(f"{key} must be {'0 or 1' if kind is _flag else 'a number'}, "
                                  f"got {field!r} in {text!r}") from None
     return spec
 
