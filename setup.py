@@ -17,7 +17,7 @@ NODES = {
     "teleop_node": "dp_ros.nodes.teleop_node:main",
 }
 TOOLS = {
-    "dp-ros": "dp_ros.cli:main",
+    "dp-ros": "dp_ros.cli:entry",
     "dp-train": "dp_ros.train.cli:main",
 }
 

@@ -16,6 +16,7 @@ from dp_ros.graph import default_config, deploy_graph, load_params
 from dp_ros.nodes.msgs import msg_to_trajectory, time_to_ns
 from dp_ros.policy.untrained import make_untrained_checkpoint
 from dp_ros.runtime.processes import NodeProcesses
+from dp_ros.runtime.spin import SpinThread
 from servo_commands import ServoCommandLog, check_envelope, check_hold, final_hold_start
 
 SERVO = load_params(default_config())["ur5_servo_node"]
@@ -34,10 +35,9 @@ class Recorder:
                               lambda m: self.waypoints.append((time_to_ns(m.header.stamp), *msg_to_trajectory(m))),
                               50)
         self.commands = ServoCommandLog(n)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        executor = SingleThreadedExecutor()
+        executor.add_node(n)
+        self.spin = SpinThread(executor)
 
     def now(self):
         return self.node.get_clock().now().nanoseconds
@@ -52,8 +52,8 @@ class Recorder:
         return fut.result()
 
     def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
+        if self.spin.stop():
+            self.node.destroy_node()
         rclpy.shutdown()
 
 

@@ -4,7 +4,6 @@ back holds that path at the steps already due when the request arrived. The poli
 candidate chunks per request (inpaint_candidates), as the shipped Push-T model does 8: the one
 it sends back holds the path all the same."""
 
-import threading
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ from dp_ros.graph import default_config, deploy_graph, load_params
 from dp_ros.nodes.msgs import msg_to_trajectory
 from dp_ros.policy.untrained import make_untrained_checkpoint
 from dp_ros.runtime.processes import NodeProcesses
+from dp_ros.runtime.spin import SpinThread
 from servo_commands import ServoCommandLog, check_envelope
 
 SERVO = load_params(default_config())["ur5_servo_node"]
@@ -48,7 +48,7 @@ def inpaint_run(tmp_path_factory):
     commands = ServoCommandLog(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spin = SpinThread(executor)
     try:
         deadline = time.monotonic() + 150
         while sum(len(r[1]) > 0 for r in requests) < 6 and time.monotonic() < deadline:   # autostart in sim
@@ -57,8 +57,8 @@ def inpaint_run(tmp_path_factory):
         time.sleep(1.0)
         yield {"requests": list(requests), "chunks": list(chunks), "commands": list(commands)}
     finally:
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
+        if spin.stop():
+            node.destroy_node()
         rclpy.shutdown()
         procs.stop()
 

@@ -34,6 +34,7 @@ from dp_ros.nodes.common import STATE_QOS  # noqa: E402
 from dp_ros.nodes.msgs import msg_to_pose, time_to_ns, trajectory_to_msg  # noqa: E402
 from dp_ros.runtime.monitor import call_service  # noqa: E402
 from dp_ros.runtime.processes import NodeProcesses  # noqa: E402
+from dp_ros.runtime.spin import SpinThread  # noqa: E402
 from dp_ros.testing.process import InChildProcess  # noqa: E402
 from dp_ros.testing.rtde_emulator import ControlScript, URControllerEmulator, free_loopback_host  # noqa: E402
 
@@ -73,8 +74,7 @@ class Probe:
         self._streaming = threading.Event()
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(n)
-        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spinner.start()
+        self._spinner = SpinThread(self.executor)
         self._stop = threading.Event()
         self._streamer = threading.Thread(target=self._stream, daemon=True)
         self._streamer.start()
@@ -122,9 +122,8 @@ class Probe:
     def close(self):
         self._stop.set()
         self._streamer.join(timeout=2.0)
-        self.executor.shutdown(timeout_sec=1.0)
-        self._spinner.join(timeout=2.0)
-        self.node.destroy_node()
+        if self._spinner.stop():
+            self.node.destroy_node()
         rclpy.shutdown()
 
 

@@ -1,7 +1,6 @@
 """ur5_servo_node as its own process over DDS, fed hostile input directly: whatever arrives on
 its topics, every command stays in the envelope; silence makes it hold within the watchdog."""
 
-import threading
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ from dp_ros import topics
 from dp_ros.graph import NodeSpec, default_config, load_params
 from dp_ros.nodes.msgs import pose_to_msg, trajectory_to_msg
 from dp_ros.runtime.processes import NodeProcesses
+from dp_ros.runtime.spin import SpinThread
 from servo_commands import ServoCommandLog, check_envelope, check_hold, final_hold_start
 
 SERVO = load_params(default_config())["ur5_servo_node"]
@@ -34,8 +34,7 @@ def servo(tmp_path_factory):
     node.create_timer(0.01, lambda: pose_pub.publish(pose_to_msg(HOME, node.get_clock().now().nanoseconds)))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = SpinThread(executor)
     deadline = time.monotonic() + 60
     while not commands and time.monotonic() < deadline:
         assert not procs.dead(), procs.log_tail("ur5_servo_node")
@@ -43,9 +42,8 @@ def servo(tmp_path_factory):
     assert commands, "servo never started commanding"
     yield node, wp_pub, commands, procs
     procs.stop()
-    executor.shutdown(timeout_sec=1.0)
-    spinner.join(timeout=2.0)
-    node.destroy_node()
+    if spinner.stop():
+        node.destroy_node()
     rclpy.shutdown()
 
 

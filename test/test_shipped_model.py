@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import rclpy
@@ -14,6 +13,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from dp_ros.graph import default_config, load_params
 from dp_ros.runtime import domain
+from dp_ros.runtime.spin import SpinThread
 from servo_commands import ServoCommandLog, check_envelope
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ def eval_through_graph(tmp_path, model: str, episodes: int, *extra: str):
     commands = ServoCommandLog(node)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spin = SpinThread(executor)
     out = tmp_path / "summary.json"
     try:
         result = subprocess.run(
@@ -39,8 +39,8 @@ def eval_through_graph(tmp_path, model: str, episodes: int, *extra: str):
              "--episodes", str(episodes), "--out", str(out), "--log-dir", str(tmp_path / "logs"), *extra],
             capture_output=True, text=True, timeout=420, env=dict(os.environ, ROS_DOMAIN_ID=str(domain_id)))
     finally:
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
+        if spin.stop():
+            node.destroy_node()
         rclpy.shutdown(context=context)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     cmds = list(commands)

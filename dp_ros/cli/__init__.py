@@ -7,6 +7,7 @@ the bench dispatcher). `convert`, `train` and `sanity` live beside their code.
 """
 
 import argparse
+import faulthandler
 import importlib
 import sys
 
@@ -39,3 +40,21 @@ def main(argv=None) -> int:
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return module.main(argv[1:]) or 0
 
+
+
+# What the interpreter's own teardown after a command (DDS participants, encoder and torch threads)
+# may take before the process is ended anyway. It normally takes well under a second.
+EXIT_GRACE_S = 30.0
+
+
+def entry() -> None:
+    """The `dp-ros` console script (and `python -m dp_ros.cli`): main(), then an exit that cannot
+    hang. Once the command has returned and its output is flushed, a native watchdog (faulthandler's
+    thread, which runs without the interpreter) waits EXIT_GRACE_S: if the interpreter's teardown
+    is stuck in a library's native code by then, it prints every thread's stack to stderr and ends
+    the process with status 1, instead of leaving a finished run hanging."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)
+    sys.exit(code)

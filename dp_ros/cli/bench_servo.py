@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dp_ros.runtime.spin import SpinThread
 from dp_ros.viz.progress import add_progress_flag, wait_with_bar
 
 
@@ -74,8 +75,7 @@ def main(argv=None) -> int:
     from rclpy.executors import SingleThreadedExecutor
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = SpinThread(executor, "bench-spin")
     try:
         wait_with_bar(3.0, enabled=not args.no_progress, desc="start-up")   # process re-exec, discovery
         stamps.clear()
@@ -103,9 +103,8 @@ def main(argv=None) -> int:
             load.stop()
         procs.stop()
         node.destroy_timer(feeder)
-        executor.shutdown(timeout_sec=1.0)
-        spinner.join(timeout=2.0)
-        node.destroy_node()
+        if spinner.stop():
+            node.destroy_node()
         rclpy.shutdown()
     return 0
 

@@ -157,8 +157,16 @@ def run(args: argparse.Namespace, extra: dict | None = None) -> int:
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
         procs.stop()
+    # The results are out before the runner's own node is taken down: nothing is lost to its teardown.
+    try:
+        write_summary(summary, args, ckpt, log_dir, monitor, videos, extra)
+    finally:
         if monitor is not None:
             monitor.close()
+    return code
+
+
+def write_summary(summary, args, ckpt, log_dir, monitor, videos, extra):
     eps = summary["episodes"]
     if eps:
         summary.update(task=ckpt.get("extra", {}).get("task"), **rollout_summary(eps, monitor.latencies_s))
@@ -174,8 +182,7 @@ def run(args: argparse.Namespace, extra: dict | None = None) -> int:
     print(json.dumps(brief, indent=2))
     if sheet:
         print(f"[dp-ros deploy] videos in {videos.out_dir} (contact sheet {sheet['path']})")
-    print(f"[dp-ros deploy] summary written to {out}")
-    return code
+    print(f"[dp-ros deploy] summary written to {out}", flush=True)
 
 
 def servo_params(specs, config) -> dict:

@@ -174,6 +174,10 @@ NODE_PARAMETERS: dict[str, dict[str, Param]] = {
         "watchdog_timeout_s": Param(float, "no waypoint message for this long: hold (s)", range=(0.01, 10.0)),
         "realtime_priority": Param(int, "SCHED_FIFO priority of the servo loop; 0 = normal scheduling",
                                    range=(0, 99)),
+        "backend_call_timeout_s": Param(float, "a servo tick's calls to the robot (its fault check and command) "
+                                               "still unanswered after this long latch a fault: a client library "
+                                               "stuck on a lost connection stops the loop without a word (s)",
+                                        range=(0.05, 10.0)),
         "workspace_min": _xyz("lower corner of the workspace box, base frame (m): never commanded outside"),
         "workspace_max": _xyz("upper corner of the workspace box, base frame (m): never commanded outside"),
         "max_lin_speed": Param(float, "TCP speed limit (m/s)", range=(0.001, 3.0)),

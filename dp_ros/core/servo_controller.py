@@ -385,10 +385,14 @@ class ServoController:
         self.counts.ticks += 1
         return out
 
+    def fault_status(self) -> str:
+        """The latched fault as status() says it, also before a step has made it the hold reason."""
+        return f"fault: {self.fault_reason} (latched: reset to clear)"
+
     def status(self) -> str:
         """For logs and /servo/state: the hold reason with the latched fault's cause."""
         if self.reason is HoldReason.FAULT:
-            return f"fault: {self.fault_reason} (latched: reset to clear)"
+            return self.fault_status()
         if self.reason is HoldReason.NONE and self.moving_to_start:
             return MOVING_TO_START
         return self.reason.value or f"following {self.source}"

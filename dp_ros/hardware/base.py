@@ -85,6 +85,11 @@ class RobotControlBackend(abc.ABC):
         must be cheap. A fault latches in the servo until the operator resets it."""
         return None
 
+    def unanswered(self, seconds: float) -> str:
+        """The fault latched when a call to this backend has not returned for `seconds` (the servo
+        node's watch on its loop): what the operator should check."""
+        return f"the robot backend has not answered for {seconds:.1f} s"
+
     def recover(self) -> None:
         """Make the robot accept commands again after a fault (e.g. re-upload the control script);
         called only on the operator's reset. Raises RuntimeError saying what is still wrong."""

@@ -254,6 +254,11 @@ class RTDEServo(RobotControlBackend):
             c.kickWatchdog()   # holding: no servoL writes the watched register, so kick it
         return reason
 
+    def unanswered(self, seconds: float) -> str:
+        # ur_rtde blocks its calls while its own thread reconnects after a lost connection
+        return (f"no answer from the UR controller at {self.host} for {seconds:.1f} s: an RTDE call is "
+                f"blocked (connection lost?)")
+
     def recover(self) -> None:
         c = self._ctrl
         if c is None:

@@ -74,7 +74,11 @@ class Ur5ServoNode(Node):
         self.scheduling = "default"
         self._published_status = None
         self._published_move = None
+        self._state_lock = threading.Lock()       # /servo/state: the loop and the stall watch publish it
+        self._tick_since = None                   # monotonic start of the tick in progress (None: between ticks)
+        self._stalled = False
         self.create_timer(1.0, self._report)
+        self.create_timer(0.1, self._watch_backend_calls)
         if self.controller.start_pose is not None:
             self.get_logger().info(f"start pose {np.round(self.controller.start_pose, 4).tolist()}, "
                                    f"reached at {p['start_move_speed']:g} m/s on {topics.SERVO_MOVE_TO_START}")
@@ -190,7 +194,12 @@ class Ur5ServoNode(Node):
         return response
 
     def _on_reset(self, request, response):
-        with self._backend_lock:   # the loop skips its ticks meanwhile (latched: nothing to send)
+        # the loop skips its ticks meanwhile (latched: nothing to send); a loop stuck in the robot's
+        # client library keeps the lock, and the answer says so instead of waiting with it
+        if not self._backend_lock.acquire(timeout=1.0):
+            return self._answer(response, "robot not recovered: the servo loop is still stuck in a call to the "
+                                          "robot; check the connection, then reset again")
+        try:
             try:
                 self.backend.recover()
                 error = ""
@@ -199,6 +208,8 @@ class Ur5ServoNode(Node):
             if not error:
                 with self._lock:
                     error = self.controller.reset(self._now(), self.backend.fault())
+        finally:
+            self._backend_lock.release()
         if not error:
             self.get_logger().info("reset: latch cleared; enable to follow again")
         return self._answer(response, error)
@@ -207,10 +218,32 @@ class Ur5ServoNode(Node):
     def tick(self):
         if not self._backend_lock.acquire(blocking=False):
             return                       # a reset is talking to the controller
+        self._tick_since = time.monotonic()
         try:
             self._tick()
         finally:
+            self._tick_since = None
             self._backend_lock.release()
+
+    def _watch_backend_calls(self):
+        """Callback thread, 10 Hz: a tick that has not returned within backend_call_timeout_s is
+        stuck in the robot's client library (ur_rtde blocks while it reconnects): latch a fault and
+        say so on /servo/state, since the loop itself can say nothing until the call returns."""
+        since = self._tick_since
+        if since is None:
+            if self._stalled:
+                self._stalled = False
+                self.get_logger().warning("servo loop running again after a stuck call to the robot")
+            return
+        stuck_s = time.monotonic() - since
+        if self._stalled or stuck_s < self.p["backend_call_timeout_s"]:
+            return
+        self._stalled = True
+        with self._lock:
+            self.controller.fault(f"robot: {self.backend.unanswered(stuck_s)}")
+            status, latched = self.controller.fault_status(), self.controller.latched   # no step has run since
+            move = (self.controller.start_moves, self.controller.start_move)
+        self._publish_state(True, False, status, latched, self._now(), move)
 
     def _tick(self):
         now = self._now()
@@ -229,14 +262,18 @@ class Ur5ServoNode(Node):
             self.backend.hold()
         self.cmd_pub.publish(pose_to_msg(cmd.pose, now))
         if status != self._published_status or cmd.resynced or move != self._published_move:
-            self._publish_state(cmd, status, latched, now, move)
+            self._publish_state(cmd.holding, cmd.resynced, status, latched, now, move)
 
-    def _publish_state(self, cmd, status, latched, now_ns, move):
-        level = DiagnosticStatus.ERROR if latched else DiagnosticStatus.WARN if cmd.holding else DiagnosticStatus.OK
+    def _publish_state(self, holding, resynced, status, latched, now_ns, move):
+        with self._state_lock:
+            self._publish_state_locked(holding, resynced, status, latched, now_ns, move)
+
+    def _publish_state_locked(self, holding, resynced, status, latched, now_ns, move):
+        level = DiagnosticStatus.ERROR if latched else DiagnosticStatus.WARN if holding else DiagnosticStatus.OK
         state = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), hardware_id="dp_ros",
                                  message=status)
-        state.values = [KeyValue(key="holding", value=str(cmd.holding)), KeyValue(key="latched", value=str(latched)),
-                        KeyValue(key="resynced", value=str(cmd.resynced)),
+        state.values = [KeyValue(key="holding", value=str(holding)), KeyValue(key="latched", value=str(latched)),
+                        KeyValue(key="resynced", value=str(resynced)),
                         KeyValue(key="source", value=self.controller.source),
                         KeyValue(key="start_moves", value=str(move[0])), KeyValue(key="start_move", value=move[1])]
         msg = DiagnosticArray(status=[state])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -30,6 +29,7 @@ import numpy as np
 from dp_ros import topics
 from dp_ros.core.command_check import outside_box, tick_limits
 from dp_ros.runtime.monitor import call_service, init_runner_rclpy
+from dp_ros.runtime.spin import SpinThread
 
 LIMIT_TOLERANCE = 1.01      # the per-tick limits are exact up to float rounding and tick jitter
 
@@ -95,11 +95,10 @@ class FaultHarness:
                     "image": i.create_publisher(Image, topics.CAMERA_IMAGE.format(name=camera),
                                                 qos_profile_sensor_data),
                     "estop": i.create_publisher(Empty, topics.ESTOP, 10)}
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(n)
-        self.executor.add_node(i)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        executor = SingleThreadedExecutor()
+        executor.add_node(n)
+        executor.add_node(i)
+        self._spin = SpinThread(executor, "faults-spin")
 
     # --- plumbing
     def now(self) -> int:
@@ -168,9 +167,9 @@ class FaultHarness:
         self.killed.discard(node)
 
     def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        self.intruder.destroy_node()
+        if self._spin.stop():   # nodes are destroyed only once nothing spins them
+            self.node.destroy_node()
+            self.intruder.destroy_node()
         if self._rclpy.ok():
             self._rclpy.shutdown()
 

@@ -8,6 +8,7 @@ import time
 from dp_ros import topics
 from dp_ros.nodes.msgs import msg_to_image, msg_to_trajectory, task_state_from_msg, time_to_ns
 from dp_ros.runtime.processes import NodeProcesses
+from dp_ros.runtime.spin import SpinThread
 
 
 class NodeDied(RuntimeError):
@@ -81,10 +82,9 @@ class GraphMonitor:
             "record_discard": n.create_client(Trigger, topics.RECORD_DISCARD),
             "teleop_resync": n.create_client(Trigger, topics.TELEOP_RESYNC),
         }
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(n)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        executor = SingleThreadedExecutor()
+        executor.add_node(n)
+        self._spin = SpinThread(executor, "runner-spin")
 
     def _on_task(self, msg):
         self.task = task_state_from_msg(msg)
@@ -134,9 +134,8 @@ class GraphMonitor:
         return call_service(self.clients[name], req, timeout_s)
 
     def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
-        self._thread.join(timeout=2.0)   # a spinning thread at interpreter exit aborts rclpy
-        self.node.destroy_node()
+        if self._spin.stop():   # nodes are destroyed only once nothing spins them
+            self.node.destroy_node()
         if self._rclpy.ok():
             self._rclpy.shutdown()
 
