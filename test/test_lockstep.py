@@ -274,11 +274,19 @@ def test_eval_lockstep_command_writes_json(tmp_path):
 
 
 def test_bench_stitching_prints_a_cell_per_mode_and_delay(tmp_path):
+    out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "dp_ros.cli", "bench", "stitching", "--episodes", "1",
-                           "--delays", "0,200", "--modes", "blend,inpaint:2:0:0", "--no-progress"],
+                           "--delays", "0,200", "--modes", "blend,inpaint:2:0:0", "--no-progress", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout.strip().splitlines()[-1])
+    kept = json.loads(out.read_text())
+    assert "episodes_by_cell" not in data and {k: v for k, v in kept.items() if k != "episodes_by_cell"} == data
+    for label, cells in kept["episodes_by_cell"].items():   # the file also says which seeds each cell lost
+        for delay, eps in cells.items():
+            assert [e["seed"] for e in eps] == [data["seed"] + 1]
+            assert sum(e["success"] for e in eps) / len(eps) == data["results"][label][delay]["success_rate"]
+            assert set(eps[0]) == {"seed", "success", "max_coverage", "final_coverage", "duration_s"}
     assert set(data["results"]) == {"blend", "inpaint:2:0:0"}
     assert data["transition_waypoints"] == 5      # the config's 3-step blend, for every cell
     for cells in data["results"].values():

@@ -18,7 +18,9 @@ not; `inpaint:4`, `inpaint:4:0.5`, `inpaint:4:0:0:5`, `inpaint:0:0:0:0:16`, `inp
 `inpaint:0:0:0` = frozen prefix only; an empty field keeps the config's value).
 `--horizon-start` sets where each chunk's Ta executed steps are counted from (arrival or
 observation; default: the config's) for every cell, `--action-horizon` how many there are. The episodes and sampling seeds are the same
-for every cell, so the cells differ only by mode and delay.
+for every cell, so the cells differ only by mode and delay. `--out FILE` also keeps every cell's
+episodes (seed, success, max and final coverage, duration): which seeds a mode loses, and how
+close they came.
 """
 
 import argparse
@@ -34,6 +36,8 @@ from dp_ros.viz.progress import add_progress_flag, echo, progress_bar
 FIGURES = ("success_rate", "mean_max_coverage", "plan_boundary_acc_max", "plan_boundary_acc_p99",
            "plan_transition_acc_max", "plan_transition_acc_p99", "plan_interior_acc_p99", "command_boundary_acc_max",
            "command_boundary_jerk_max", "overlap_distance_mean")
+# what the --out file keeps of each episode, per cell: which seeds a mode loses, and how close they came
+EPISODE_FIELDS = ("seed", "success", "max_coverage", "final_coverage", "duration_s")
 SETTINGS = ("stitch", "inpaint_soft_steps", "inpaint_warm_start", "inpaint_guidance", "inpaint_candidates",
             "inpaint_demo_motion", "blend_steps", "horizon_start",
             "action_horizon", "denoising_steps")
@@ -60,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--episodes", type=int, default=20, help="episodes per mode and delay")
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--out", default=None, help="also write the JSON here, with each cell's episodes (seed, success, "
+                                                "max and final coverage, duration) under episodes_by_cell")
     add_progress_flag(ap)
     return ap
 
@@ -93,17 +98,18 @@ def main(argv=None) -> int:
         window = transition_window(max(spec.get("blend_steps", defaults["blend_steps"]) for spec in parsed))
     bar = progress_bar(total=len(modes) * len(delays) * args.episodes, enabled=not args.no_progress,
                        desc="episodes", unit="ep")
-    results, settings = {}, {}
+    results, settings, episodes = {}, {}, {}
     t0 = time.monotonic()
     with bar:
         for label, spec in zip(modes, parsed):
-            results[label] = {}
+            results[label], episodes[label] = {}, {}
             for delay_ms in delays:
                 evaluator.configure(delay_ms * 1e-3, spec["stitch"], horizon_start=args.horizon_start,
                                     **{key: spec.get(key, value) for key, value in defaults.items()})
                 summary = evaluator.evaluate(args.episodes, progress=lambda _: bar.update(1),
                                              transition_waypoints=window)
                 results[label][f"{delay_ms:g}"] = {k: summary[k] for k in FIGURES}
+                episodes[label][f"{delay_ms:g}"] = [{k: ep[k] for k in EPISODE_FIELDS} for ep in summary["episodes"]]
                 settings[label] = {k: summary[k] for k in SETTINGS}   # what the mode ran with
                 echo(f"[bench stitching] {label:>10} delay {delay_ms:>4g} ms: "
                      + " ".join(f"{k}={summary[k]}" for k in FIGURES), file=sys.stderr)
@@ -111,10 +117,9 @@ def main(argv=None) -> int:
            "episodes": args.episodes, "seed": args.seed, "machine": machine(),
            "wall_s": round(time.monotonic() - t0, 1), "transition_waypoints": window, "settings": settings,
            "results": results}
-    text = json.dumps(out)
-    print(text)
+    print(json.dumps(out))
     if args.out:
-        Path(args.out).write_text(text)
+        Path(args.out).write_text(json.dumps(dict(out, episodes_by_cell=episodes)))
     return 0
 
 
