@@ -14,18 +14,8 @@ pytest.importorskip("rtde_control")
 from dp_ros.hardware.ur_rtde_backend import RTDEReceive, RTDEServo, ur_pose_to_pose  # noqa: E402
 from dp_ros.testing.process import InChildProcess  # noqa: E402
 from dp_ros.testing.rtde_emulator import URControllerEmulator, free_loopback_host  # noqa: E402
+from polling import wait_for  # noqa: E402
 
-TIMEOUT_S = 10.0   # generous: a loaded 2-core machine
-
-
-def wait_for(condition, timeout_s=TIMEOUT_S, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"{what} not reached within {timeout_s} s")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ here: the sim backend's fault check made to wait like ur_rtde's reconnect.
 """
 
 import threading
-import time
 
 import rclpy
 import numpy as np
@@ -26,19 +25,10 @@ from dp_ros.nodes.msgs import pose_to_msg
 from dp_ros.nodes.ur5_servo_node import Ur5ServoNode
 from dp_ros.runtime import domain
 from dp_ros.runtime.spin import SpinThread
+from polling import wait_for
 
 
 AT_START = np.asarray(load_params(default_config())["ur5_servo_node"]["start_pose"], dtype=float)
-
-
-def wait_for(predicate, what, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not seen within {timeout_s} s")
 
 
 def test_a_tick_stuck_in_the_robot_client_latches_a_fault_and_a_reset_says_why_it_waits():
@@ -69,7 +59,7 @@ def test_a_tick_stuck_in_the_robot_client_latches_a_fault_and_a_reset_says_why_i
         loop.start()
         assert entered.wait(5.0)
         level, message = wait_for(lambda: next((s for s in states if s[0] == DiagnosticStatus.ERROR), None),
-                                  "a latched fault on /servo/state")
+                                  what="a latched fault on /servo/state")
         assert "fault: robot: the robot backend has not answered for" in message and "latched" in message
         assert node.controller.latched
 
@@ -78,7 +68,7 @@ def test_a_tick_stuck_in_the_robot_client_latches_a_fault_and_a_reset_says_why_i
         release.set()
         loop.join(5.0)
         assert not loop.is_alive()
-        wait_for(lambda: node.controller.measured is not None, "the robot state")
+        wait_for(lambda: node.controller.measured is not None, what="the robot state")
         assert node._on_reset(Trigger.Request(), Trigger.Response()).success   # the call returned: reset works
         assert not node.controller.latched
     finally:

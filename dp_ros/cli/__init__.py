@@ -41,7 +41,6 @@ def main(argv=None) -> int:
     return module.main(argv[1:]) or 0
 
 
-
 # What the interpreter's own teardown after a command (DDS participants, encoder and torch threads)
 # may take before the process is ended anyway. It normally takes well under a second.
 EXIT_GRACE_S = 30.0

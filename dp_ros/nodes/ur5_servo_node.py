@@ -265,27 +265,24 @@ class Ur5ServoNode(Node):
             self._publish_state(cmd.holding, cmd.resynced, status, latched, now, move)
 
     def _publish_state(self, holding, resynced, status, latched, now_ns, move):
-        with self._state_lock:
-            self._publish_state_locked(holding, resynced, status, latched, now_ns, move)
-
-    def _publish_state_locked(self, holding, resynced, status, latched, now_ns, move):
-        level = DiagnosticStatus.ERROR if latched else DiagnosticStatus.WARN if holding else DiagnosticStatus.OK
-        state = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), hardware_id="dp_ros",
-                                 message=status)
-        state.values = [KeyValue(key="holding", value=str(holding)), KeyValue(key="latched", value=str(latched)),
-                        KeyValue(key="resynced", value=str(resynced)),
-                        KeyValue(key="source", value=self.controller.source),
-                        KeyValue(key="start_moves", value=str(move[0])), KeyValue(key="start_move", value=move[1])]
-        msg = DiagnosticArray(status=[state])
-        msg.header.stamp = ns_to_time(now_ns)
-        self.state_pub.publish(msg)
-        if status != self._published_status:
-            # one call site per severity: rclpy refuses a severity change at one site
-            if latched:
-                self.get_logger().error(f"servo: {status}")
-            else:
-                self.get_logger().info(f"servo: {status}")
-        self._published_status, self._published_move = status, move
+        with self._state_lock:   # the loop and the stall watch both publish
+            level = DiagnosticStatus.ERROR if latched else DiagnosticStatus.WARN if holding else DiagnosticStatus.OK
+            state = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), hardware_id="dp_ros",
+                                     message=status)
+            state.values = [KeyValue(key="holding", value=str(holding)), KeyValue(key="latched", value=str(latched)),
+                            KeyValue(key="resynced", value=str(resynced)),
+                            KeyValue(key="source", value=self.controller.source),
+                            KeyValue(key="start_moves", value=str(move[0])), KeyValue(key="start_move", value=move[1])]
+            msg = DiagnosticArray(status=[state])
+            msg.header.stamp = ns_to_time(now_ns)
+            self.state_pub.publish(msg)
+            if status != self._published_status:
+                # one call site per severity: rclpy refuses a severity change at one site
+                if latched:
+                    self.get_logger().error(f"servo: {status}")
+                else:
+                    self.get_logger().info(f"servo: {status}")
+            self._published_status, self._published_move = status, move
 
     def _report(self):
         err = np.abs(np.asarray(self.period_errors)) * 1e3
