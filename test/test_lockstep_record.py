@@ -63,3 +63,54 @@ def test_pusht_records_the_block_pose_and_converts_it_as_an_observation(tmp_path
     data = ReplayBuffer.open(tmp_path / "d.zarr").get_episode(0)
     assert set(data) == {"robot_pose", "block", "action", "timestamp"}
     assert data["block"].shape[1] == 4 and np.all(np.abs(data["block"][:, 2:]) <= 1.0 + 1e-6)
+
+
+SHIPPED_PUSHT = "models/pusht_state_policy"
+
+
+def test_takeover_records_the_expert_from_where_the_policy_left_the_world(tmp_path):
+    """DAgger's data: the shipped policy runs 1.5 s (300 ms of injected inference delay), then the
+    expert is recorded from that very state, and the bag says so."""
+    summary = record(tmp_path, "--task", "pusht", "--cameras", "", "--episodes", "1", "--seed", "20",
+                     "--episode-timeout", "4", "--takeover-from", SHIPPED_PUSHT, "--takeover-after", "1.5:1.5",
+                     "--takeover-delay", "0.3")
+    lead = summary["details"][0]["takeover"]
+    assert lead["policy_s"] == 1.5 and not lead["policy_success"] and lead["delay_s"] == 0.3
+    ep = read_episode(find_bags([tmp_path / "bags"])[0])
+    assert ep.metadata["takeover"]["checkpoint"] == SHIPPED_PUSHT and ep.metadata["seed"] == 21
+
+    # the same lead-in alone (lockstep is deterministic): the bag starts where it ended
+    from dp_ros.sim.lockstep import LockstepEvaluator
+    evaluator = LockstepEvaluator(SHIPPED_PUSHT, delay_s=0.3, seed=20)
+    evaluator.run_episode(0, stop_after_s=1.5)
+    left = evaluator.world
+    home = SimWorld.from_params(evaluator.params["sim_world_node"])
+    home.reset(21)
+    assert np.linalg.norm(left.tcp_pose()[:2] - home.tcp_pose()[:2]) > 0.01     # the policy moved the arm
+    np.testing.assert_allclose(ep.topics[topics.ROBOT_TCP_POSE].data[0][:3], left.tcp_pose()[:3], atol=1e-6)
+    np.testing.assert_allclose(ep.topics[topics.OBJECT_POSE.format(name="T")].data[0][:3],
+                               left.object_poses()["T"][:3], atol=1e-6)
+    convert(tmp_path, "--cameras", "--obs", "robot_pose=tcp_xy", "block=object:T")
+    assert ReplayBuffer.open(tmp_path / "d.zarr").n_episodes == 1
+
+
+def test_an_episode_the_policy_already_solved_is_not_recorded(tmp_path):
+    from dp_ros.sim.lockstep_record import LockstepRecorder
+
+    recorder = LockstepRecorder(node_params(teleop_graph(True, task="pusht", cameras=[]), default_config()),
+                                tmp_path / "bags")
+    out = recorder.record(0, lead_in=lambda index: {"policy_success": True, "policy_s": 3.0})
+    assert out["skipped"] and out["path"] is None and not out["success"]
+    assert not (tmp_path / "bags").exists() or not find_bags([tmp_path / "bags"])
+
+
+def test_takeover_from_a_checkpoint_of_another_task_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dp_ros.cli", "record", "--lockstep", "--no-progress", "--task",
+                           "reach", "--episodes", "1", "--out", str(tmp_path / "bags"),
+                           "--takeover-from", SHIPPED_PUSHT], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "trained on 'pusht'" in proc.stderr and "'reach'" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "dp_ros.cli", "record", "--no-progress", "--task", "pusht",
+                           "--out", str(tmp_path / "bags"), "--takeover-from", SHIPPED_PUSHT],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--takeover-from needs --lockstep" in proc.stderr

@@ -36,6 +36,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lockstep", action="store_true",
                     help="sim + scripted expert only: run the teleop graph's logic in sim time, without the "
                          "middleware (many times faster than real time; the same bags)")
+    ap.add_argument("--takeover-from", default=None, metavar="CHECKPOINT",
+                    help="with --lockstep: this policy runs each episode first and the expert takes over from "
+                         "where it left the world; only the expert is recorded (DAgger's data: demonstrations "
+                         "from the states the deployed policy reaches)")
+    ap.add_argument("--takeover-after", default="2:20", metavar="MIN:MAX",
+                    help="seconds the policy runs before the takeover, drawn per episode (default 2:20)")
+    ap.add_argument("--takeover-delay", type=float, default=0.0, metavar="S",
+                    help="inference delay injected into the policy's lead-in, s (as `bench stitching`)")
     ap.add_argument("--config", default=None, help="ROS 2 parameter file (default: config/deploy.yaml)")
     ap.add_argument("--log-dir", default=None)
     add_progress_flag(ap)
@@ -58,6 +66,8 @@ def main(argv=None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr)
         return 2
+    if args.takeover_from and not args.lockstep:
+        ap.error("--takeover-from needs --lockstep")
     if args.lockstep:
         if device != "scripted":
             ap.error("--lockstep records the scripted expert in the simulated world")
@@ -114,13 +124,28 @@ def _record_lockstep(args, specs, config) -> int:
     from dp_ros.graph import node_params
     from dp_ros.sim.lockstep_record import LockstepRecorder
 
-    recorder = LockstepRecorder(node_params(specs, config), Path(args.out).resolve())
-    print(f"[dp-ros record] lockstep: task {recorder.task}, sim time, no middleware -> {args.out}", flush=True)
+    try:
+        recorder = LockstepRecorder(node_params(specs, config), Path(args.out).resolve())
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr)
+        return 2
+    lead_in = None
+    if args.takeover_from:
+        from dp_ros.sim.lockstep_record import PolicyLeadIn
+        try:
+            lo, hi = (float(v) for v in args.takeover_after.split(":"))
+            lead_in = PolicyLeadIn(recorder, args.takeover_from, config, args.takeover_delay, (lo, hi))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr)
+            return 2
+    print(f"[dp-ros record] lockstep: task {recorder.task}, sim time, no middleware -> {args.out}"
+          + (f"; the expert takes over from {args.takeover_from} after {args.takeover_after} s" if lead_in else ""),
+          flush=True)
     episodes = []
     t0 = time.perf_counter()
     with progress_bar(total=args.episodes, enabled=not args.no_progress, desc="episodes", unit="ep") as bar:
         for i in range(args.episodes):
-            episodes.append(recorder.record(i))
+            episodes.append(recorder.record(i, lead_in))
             bar.update(1)
             bar.set_postfix(success=f"{sum(e['success'] for e in episodes)}/{i + 1}")
     wall = time.perf_counter() - t0

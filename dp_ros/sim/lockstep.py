@@ -61,7 +61,9 @@ class LockstepEvaluator:
     def __init__(self, checkpoint, config_file=None, device: str = "cpu", delay_s: float = 0.0,
                  stitch: str | None = None, seed: int | None = None, episode_timeout_s: float | None = None,
                  sampling_seed: int = 0, inpaint_soft_steps: int | None = None,
-                 action_horizon: int | None = None):
+                 action_horizon: int | None = None, world=None):
+        """world: a SimWorld to run in instead of one of its own (the takeover recorder shares its
+        world, so that the expert continues from where the policy left it)."""
         import torch
 
         from dp_ros.graph import deploy_graph, node_params, read_checkpoint_config, recommended_stitch
@@ -79,7 +81,7 @@ class LockstepEvaluator:
         self.planner = ChunkPlanner.from_checkpoint(checkpoint, self.device,
                                                     self.params["policy_node"]["denoising_steps"])
         self.cfg = self.planner.cfg
-        self.world = SimWorld.from_params(self.params["sim_world_node"])
+        self.world = world if world is not None else SimWorld.from_params(self.params["sim_world_node"])
         self.tick_ns = int(round(1e9 / self.params["ur5_servo_node"]["rate_hz"]))
         self.publish_ns = int(round(1e9 / self.params["action_scheduler_node"]["publish_rate_hz"]))
         self.frame_ns = int(round(1e9 / self.params["sim_world_node"]["camera_fps"]))
@@ -152,11 +154,16 @@ class LockstepEvaluator:
         return Commitment.from_params(times, poses, now + self.delay_ns, self.params["policy_node"])
 
     # ------------------------------------------------------------------ one episode
-    def run_episode(self, index: int, trace: EpisodeTrace | None = None) -> dict:
+    def run_episode(self, index: int, trace: EpisodeTrace | None = None, stop_after_s: float | None = None) -> dict:
+        """One episode from world seed seed_of(index), until success or the episode timeout; or,
+        with stop_after_s, until that much episode time has passed (the world is left as it is
+        then: a takeover's lead-in)."""
         cfg, world = self.cfg, self.world
         seed = self.seed_of(index)
         world.reset(seed)
         timeout_s = float(self.params["sim_world_node"]["episode_timeout_s"])
+        if stop_after_s is not None:
+            timeout_s = min(timeout_s, float(stop_after_s))
         buffer = ObservationBuffer(list(cfg.cameras), dict(cfg.lowdim_obs), cfg.obs_horizon,
                                    1.0 / cfg.control_frequency_hz,
                                    max_frame_age_s=self.params["policy_node"]["max_frame_age_s"])

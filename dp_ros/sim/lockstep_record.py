@@ -107,10 +107,22 @@ class LockstepRecorder:
         """Episode `index` (0-based) uses the sim world node's seed + episode number."""
         return int(self.params["sim_world_node"]["seed"]) + index + 1
 
-    def record(self, index: int) -> dict:
+    def record(self, index: int, lead_in=None) -> dict:
+        """Record episode `index`. lead_in: None, or a callable(index) -> dict that first drives
+        this recorder's world from the episode's seed (a PolicyLeadIn: the expert then takes over
+        where the policy left it); an episode whose lead-in already succeeded is not recorded."""
         p, world = self.params, self.world
         seed = self.seed_of(index)
-        world.reset(seed)
+        lead = None
+        if lead_in is None:
+            world.reset(seed)
+        else:
+            lead = lead_in(index)
+            if lead["policy_success"]:
+                return {"seed": seed, "success": False, "skipped": "the policy succeeded before the takeover",
+                        "takeover": lead, "path": None, "duration_s": 0.0,
+                        "final_coverage": round(float(world.task.coverage), 4),
+                        "max_coverage": round(float(world.max_coverage), 4)}
         tp = p["teleop_node"]
         mapper = TeleopMapper(tp["workspace_min"], tp["workspace_max"], tp["max_speed_m_s"],
                               tp["max_rot_speed_rad_s"], tp["deadzone"], tp["planar"])
@@ -122,6 +134,8 @@ class LockstepRecorder:
         meta = {"task": self.task, "backend": "scripted", "sim": True, "lockstep": True,
                 "control_frequency_hz": tp["rate_hz"], "camera_names": self.cameras, "objects": self.objects,
                 "parameters": dict(tp), "seed": seed, "start_time_ns": start_ns}
+        if lead is not None:
+            meta["takeover"] = lead
         writer = EpisodeBagWriter(self.out_dir, name, self.topics, meta, start_time_ns=start_ns)
         m = self.msgs
 
@@ -141,8 +155,9 @@ class LockstepRecorder:
                 writer.write(topics.SIM_TASK_STATE, now, m.task_state(world.task_state(), index + 1))
 
         now, rel = start_ns, 0
-        settle_end = int(SETTLE_S * 1e9)
-        while rel < settle_end:                       # the recording starts after the settle
+        # the recording starts after the settle (after a lead-in, at once: the world is mid-episode)
+        settle_end = int(SETTLE_S * 1e9) if lead is None else 0
+        while rel < settle_end:
             servo.on_measured(world.tcp_pose(), now)
             world.step(self.tick_ns * 1e-9)
             now, rel = now + self.tick_ns, rel + self.tick_ns
@@ -180,6 +195,42 @@ class LockstepRecorder:
             if done_at is not None and rel - done_at >= int(TAIL_S * 1e9):
                 break
         path = writer.close(success=success, end_time_ns=now)
-        return {"seed": seed, "success": success, "path": str(path), "duration_s": round(done_at * 1e-9, 3),
-                "final_coverage": round(float(world.task.coverage), 4),
-                "max_coverage": round(float(world.max_coverage), 4)}
+        out = {"seed": seed, "success": success, "path": str(path), "duration_s": round(done_at * 1e-9, 3),
+               "final_coverage": round(float(world.task.coverage), 4),
+               "max_coverage": round(float(world.max_coverage), 4)}
+        if lead is not None:
+            out["takeover"] = lead
+        return out
+
+
+class PolicyLeadIn:
+    """A checkpoint's policy runs each episode first, in lockstep with an injected inference delay,
+    for a random time in after_s; the recorder's expert then takes over from the state it left, and
+    only the expert is recorded. Demonstrations so start where the deployed policy goes, not only
+    where the expert goes: the data of DAgger (Ross et al., 2011), gathered by intervention as an
+    operator taking over with the SpaceMouse would (HG-DAgger, Kelly et al., 2019). The policy runs
+    as deployed (its exported stitch and action horizon, the config's settings); the lead-in time
+    is drawn from the episode's world seed, so a run is reproducible."""
+
+    def __init__(self, recorder: LockstepRecorder, checkpoint, config_file=None, delay_s: float = 0.0,
+                 after_s: tuple[float, float] = (2.0, 20.0)):
+        from dp_ros.graph import read_checkpoint_config
+        from dp_ros.sim.lockstep import LockstepEvaluator
+
+        lo, hi = (float(v) for v in after_s)
+        if not (0.0 <= lo <= hi and np.isfinite(hi)):
+            raise ValueError(f"takeover time range must be 0 <= min <= max, got {lo}:{hi}")
+        task = read_checkpoint_config(checkpoint).get("extra", {}).get("task")
+        if task is not None and task != recorder.task:     # (a checkpoint of no recorded task is let run)
+            raise ValueError(f"the checkpoint {checkpoint} was trained on {task!r}, the recording is of {recorder.task!r}")
+        self.checkpoint, self.delay_s, self.after_s = str(checkpoint), float(delay_s), (lo, hi)
+        self.evaluator = LockstepEvaluator(checkpoint, config_file, delay_s=delay_s,
+                                           seed=int(recorder.params["sim_world_node"]["seed"]), world=recorder.world)
+
+    def __call__(self, index: int) -> dict:
+        seed = self.evaluator.seed_of(index)
+        after = float(np.random.default_rng(seed).uniform(*self.after_s))
+        result = self.evaluator.run_episode(index, stop_after_s=after)
+        return {"checkpoint": self.checkpoint, "delay_s": self.delay_s, "stitch": self.evaluator.stitch,
+                "policy_s": result["duration_s"], "policy_success": result["success"],
+                "coverage_at_takeover": result["final_coverage"]}
