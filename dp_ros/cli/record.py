@@ -117,6 +117,7 @@ def main(argv=None) -> int:
 
 def _summary(episodes, out) -> str:
     return json.dumps({"episodes": len(episodes), "successes": sum(e["success"] for e in episodes),
+                       "skipped": sum(bool(e.get("skipped")) for e in episodes),
                        "out": str(Path(out).resolve()), "details": episodes}, indent=2)
 
 
@@ -133,8 +134,11 @@ def _record_lockstep(args, specs, config) -> int:
     if args.takeover_from:
         from dp_ros.sim.lockstep_record import PolicyLeadIn
         try:
-            lo, hi = (float(v) for v in args.takeover_after.split(":"))
-            lead_in = PolicyLeadIn(recorder, args.takeover_from, config, args.takeover_delay, (lo, hi))
+            after = args.takeover_after.split(":")
+            if len(after) != 2:
+                raise ValueError(f"--takeover-after takes MIN:MAX seconds, got {args.takeover_after!r}")
+            lead_in = PolicyLeadIn(recorder, args.takeover_from, config, args.takeover_delay,
+                                   (float(after[0]), float(after[1])))
         except (OSError, ValueError, KeyError) as exc:
             print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr)
             return 2
