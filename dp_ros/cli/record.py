@@ -123,25 +123,20 @@ def _summary(episodes, out) -> str:
 
 def _record_lockstep(args, specs, config) -> int:
     from dp_ros.graph import node_params
-    from dp_ros.sim.lockstep_record import LockstepRecorder
+    from dp_ros.sim.lockstep_record import LockstepRecorder, PolicyLeadIn
 
+    lead_in = None
     try:
         recorder = LockstepRecorder(node_params(specs, config), Path(args.out).resolve())
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr)
-        return 2
-    lead_in = None
-    if args.takeover_from:
-        from dp_ros.sim.lockstep_record import PolicyLeadIn
-        try:
+        if args.takeover_from:
             after = args.takeover_after.split(":")
             if len(after) != 2:
                 raise ValueError(f"--takeover-after takes MIN:MAX seconds, got {args.takeover_after!r}")
             lead_in = PolicyLeadIn(recorder, args.takeover_from, config, args.takeover_delay,
                                    (float(after[0]), float(after[1])))
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr)
-            return 2
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"[dp-ros record] ERROR: {exc}", file=sys.stderr)
+        return 2
     print(f"[dp-ros record] lockstep: task {recorder.task}, sim time, no middleware -> {args.out}"
           + (f"; the expert takes over from {args.takeover_from} after {args.takeover_after} s" if lead_in else ""),
           flush=True)
